@@ -1,0 +1,138 @@
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Sovra's roles. Each grants a small set of permissions; none implies another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Search and ask.
+    Reader,
+    /// Write and delete documents.
+    Ingester,
+    /// Read, export and verify the audit trail.
+    Auditor,
+    /// Operate the gateway: audit retention and checkpoints, and reading the trail.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Reader, Role::Ingester, Role::Auditor, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Ingester => "ingester",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or(())
+    }
+}
+
+/// What a route needs. The table in [`Permission::roles`] is the whole policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// See one's own principal (`GET /v1/whoami`): any authenticated caller.
+    Whoami,
+    /// Search and ask questions.
+    Read,
+    /// Write and delete documents.
+    Ingest,
+    /// Read, export and verify the audit trail.
+    AuditRead,
+    /// Prune the audit trail and sign checkpoints.
+    AuditAdmin,
+}
+
+impl Permission {
+    /// The roles that hold this permission; an empty slice means every
+    /// authenticated principal.
+    pub fn roles(self) -> &'static [Role] {
+        match self {
+            Permission::Whoami => &[],
+            Permission::Read => &[Role::Reader],
+            Permission::Ingest => &[Role::Ingester],
+            Permission::AuditRead => &[Role::Auditor, Role::Admin],
+            Permission::AuditAdmin => &[Role::Admin],
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Whoami => "whoami",
+            Permission::Read => "read",
+            Permission::Ingest => "ingest",
+            Permission::AuditRead => "audit_read",
+            Permission::AuditAdmin => "audit_admin",
+        }
+    }
+}
+
+/// The caller, as the gateway sees it after authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    pub subject: String,
+    pub tenant: String,
+    pub roles: BTreeSet<Role>,
+    pub groups: Vec<String>,
+}
+
+impl Principal {
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// Deny by default: true only when one of the permission's roles is held.
+    pub fn can(&self, permission: Permission) -> bool {
+        let needed = permission.roles();
+        needed.is_empty() || needed.iter().any(|r| self.has_role(*r))
+    }
+
+    pub fn role_names(&self) -> Vec<&'static str> {
+        self.roles.iter().map(|r| r.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(roles: &[Role]) -> Principal {
+        Principal {
+            subject: "s".into(),
+            tenant: "t".into(),
+            roles: roles.iter().copied().collect(),
+            groups: vec![],
+        }
+    }
+
+    #[test]
+    fn least_privilege() {
+        assert!(p(&[]).can(Permission::Whoami));
+        assert!(!p(&[]).can(Permission::Read));
+        assert!(p(&[Role::Reader]).can(Permission::Read));
+        assert!(!p(&[Role::Reader]).can(Permission::AuditRead));
+        assert!(!p(&[Role::Reader]).can(Permission::Ingest));
+        assert!(p(&[Role::Auditor]).can(Permission::AuditRead));
+        assert!(!p(&[Role::Auditor]).can(Permission::AuditAdmin));
+        assert!(!p(&[Role::Auditor]).can(Permission::Read));
+        assert!(p(&[Role::Admin]).can(Permission::AuditAdmin));
+        assert!(!p(&[Role::Admin]).can(Permission::Read));
+        assert!(p(&[Role::Ingester]).can(Permission::Ingest));
+    }
+}

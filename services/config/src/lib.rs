@@ -1,0 +1,496 @@
+//! Sovra's configuration: one typed struct, loaded once at start-up.
+//!
+//! Sources, later ones winning:
+//! 1. the defaults in this file (the embedded, one-laptop set-up);
+//! 2. a TOML file (`config/sovra.toml` unless `--config FILE` names another);
+//! 3. environment variables `SOVRA__SECTION__KEY` (for example `SOVRA__SERVER__LISTEN`).
+//!
+//! Unknown keys and values of the wrong type are errors that name the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The default configuration file, relative to the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "config/sovra.toml";
+/// The prefix of environment overrides; sections and keys are separated by `__`.
+pub const ENV_PREFIX: &str = "SOVRA__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub audit: AuditSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address and port the HTTP server binds.
+    pub listen: SocketAddr,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// Time allowed for a client to send its request head, in seconds.
+    pub client_request_timeout_secs: u64,
+    /// Time allowed for a handler to produce its response, in seconds.
+    pub handler_timeout_secs: u64,
+    /// Time given to in-flight requests at shutdown, in seconds.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 0,
+            body_limit_bytes: 1024 * 1024,
+            client_request_timeout_secs: 10,
+            handler_timeout_secs: 60,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Where embedded state lives: the SQLite database, indexes, keys.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…` or `sqlite://…`; empty means SQLite at `<data_dir>/sovra.db`.
+    pub url: String,
+    pub max_connections: u32,
+    /// How long to wait for a connection before failing, in seconds.
+    pub acquire_timeout_secs: u64,
+    /// Apply migrations when `sovra serve` starts (else run `sovra migrate`).
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 10,
+            acquire_timeout_secs: 5,
+            migrate_on_start: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Development mode: allows the HS256 development secret and tokens
+    /// without issuer or audience. Never enable in production.
+    pub development: bool,
+    /// Shared HS256 secret for development tokens (`sovra token`). Empty: none.
+    pub dev_secret: String,
+    /// A JWKS document on disk with RS256/ES256 public keys.
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL (the identity provider's `jwks_uri`).
+    pub jwks_url: Option<String>,
+    /// Required `iss`; required outside development.
+    pub issuer: Option<String>,
+    /// Required `aud`; required outside development.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// Least time between two JWKS refetches caused by an unknown `kid`, in seconds.
+    pub jwks_refetch_interval_secs: u64,
+    /// Timeout of one JWKS fetch, in seconds.
+    pub jwks_fetch_timeout_secs: u64,
+    /// Tokens longer than this are refused before any parsing.
+    pub max_token_bytes: usize,
+    /// Tokens with more groups than this are refused (fail closed).
+    pub max_groups: usize,
+    /// Tenant for tokens without a tenant claim; empty: such tokens are refused.
+    pub default_tenant: String,
+    pub claims: ClaimPaths,
+    /// Maps identity-provider role names to Sovra roles (`reader`, `ingester`,
+    /// `auditor`, `admin`). Roles not listed keep their own name.
+    pub role_map: BTreeMap<String, String>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            development: false,
+            dev_secret: String::new(),
+            jwks_file: None,
+            jwks_url: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            jwks_refetch_interval_secs: 60,
+            jwks_fetch_timeout_secs: 5,
+            max_token_bytes: 8 * 1024,
+            max_groups: 256,
+            default_tenant: String::new(),
+            claims: ClaimPaths::default(),
+            role_map: BTreeMap::new(),
+        }
+    }
+}
+
+/// Dotted paths into the token's claims (`realm_access.roles` for Keycloak).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClaimPaths {
+    pub subject: String,
+    pub tenant: String,
+    /// Every path listed contributes roles.
+    pub roles: Vec<String>,
+    /// Every path listed contributes groups.
+    pub groups: Vec<String>,
+}
+
+impl Default for ClaimPaths {
+    fn default() -> Self {
+        Self {
+            subject: "sub".into(),
+            tenant: "tenant".into(),
+            roles: vec!["roles".into()],
+            groups: vec!["groups".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Send a response only after its audit record is committed; 503 otherwise.
+    pub fail_closed: bool,
+    /// Most records committed in one transaction (group commit).
+    pub batch_max: usize,
+    /// Records queued for commit before callers wait.
+    pub queue_capacity: usize,
+    /// Keep records this many days; 0 keeps them forever.
+    pub retention_days: u32,
+    /// How often the server prunes past retention, in seconds.
+    pub prune_interval_secs: u64,
+    /// Ed25519 key that signs retention checkpoints. Keep it out of the
+    /// database's reach. Empty: `<data_dir>/audit-checkpoint.key`.
+    pub checkpoint_key_file: Option<PathBuf>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            fail_closed: true,
+            batch_max: 512,
+            queue_capacity: 8192,
+            retention_days: 0,
+            prune_interval_secs: 3600,
+            checkpoint_key_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// `tracing` filter directives, e.g. `info` or `sovra=debug,info`.
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// OTLP gRPC endpoint (e.g. `http://collector:4317`); empty: no export.
+    pub otlp_endpoint: String,
+    pub service_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            otlp_endpoint: String::new(),
+            service_name: "sovra".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `path` (or `config/sovra.toml` when it exists),
+    /// then `SOVRA__` environment overrides, and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    fn load_with_env(path: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        match path {
+            Some(p) if !p.exists() => return Err(ConfigError::MissingFile(p.to_path_buf())),
+            Some(p) => figment = figment.merge(Toml::file(p)),
+            None => {
+                let default = Path::new(DEFAULT_CONFIG_FILE);
+                if default.exists() {
+                    figment = figment.merge(Toml::file(default));
+                }
+            }
+        }
+        let settings: Settings = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Parse(format_figment_error(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the rules that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        if !a.development {
+            if !a.dev_secret.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.dev_secret",
+                    message: "a development secret is only allowed with auth.development = true"
+                        .into(),
+                });
+            }
+            if a.issuer.as_deref().unwrap_or("").is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.issuer",
+                    message: "required outside development".into(),
+                });
+            }
+            if a.audience.as_deref().unwrap_or("").is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.audience",
+                    message: "required outside development".into(),
+                });
+            }
+            if a.jwks_file.is_none() && a.jwks_url.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.jwks_url",
+                    message: "outside development a JWKS file or URL is required".into(),
+                });
+            }
+        } else if !a.dev_secret.is_empty() && a.dev_secret.len() < 32 {
+            return Err(ConfigError::Invalid {
+                key: "auth.dev_secret",
+                message: "must be at least 32 bytes".into(),
+            });
+        }
+        if a.dev_secret.is_empty() && a.jwks_file.is_none() && a.jwks_url.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "auth",
+                message: "no key source: set auth.dev_secret, auth.jwks_file or auth.jwks_url"
+                    .into(),
+            });
+        }
+        if a.claims.subject.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "auth.claims.subject",
+                message: "must not be empty".into(),
+            });
+        }
+        for (from, to) in &a.role_map {
+            if !matches!(to.as_str(), "reader" | "ingester" | "auditor" | "admin") {
+                return Err(ConfigError::Invalid {
+                    key: "auth.role_map",
+                    message: format!(
+                        "`{from}` maps to unknown role `{to}` (known: reader, ingester, auditor, admin)"
+                    ),
+                });
+            }
+        }
+        if self.audit.batch_max == 0 {
+            return Err(ConfigError::Invalid {
+                key: "audit.batch_max",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.audit.queue_capacity == 0 {
+            return Err(ConfigError::Invalid {
+                key: "audit.queue_capacity",
+                message: "must be at least 1".into(),
+            });
+        }
+        let url = &self.database.url;
+        if !(url.is_empty()
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "database.url",
+                message: "must start with postgres://, postgresql:// or sqlite:".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The database URL, with the embedded SQLite default resolved.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.storage.data_dir.join("sovra.db").display()
+            )
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// Where the retention checkpoint signing key lives.
+    pub fn checkpoint_key_file(&self) -> PathBuf {
+        self.audit
+            .checkpoint_key_file
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("audit-checkpoint.key"))
+    }
+}
+
+/// Figment's messages name the key; keep them on one line, without values
+/// (a value may be a secret).
+fn format_figment_error(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|err| {
+            let key = err.path.join(".");
+            let kind = err.kind.to_string();
+            let source = err
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(src) => format!(" (from {} {src})", m.name),
+                    None => format!(" (from {})", m.name),
+                })
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{kind}{source}")
+            } else {
+                format!("`{key}`: {kind}{source}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(contents: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+        f.write_all(contents.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        f
+    }
+
+    const DEV: &str =
+        "[auth]\ndevelopment = true\ndev_secret = \"0123456789abcdef0123456789abcdef\"\n";
+
+    #[test]
+    fn loads_file_and_env_overrides() {
+        let f = file(DEV);
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SOVRA__SERVER__LISTEN", "127.0.0.1:9999");
+            jail.set_env("SOVRA__AUDIT__BATCH_MAX", "7");
+            let s = Settings::load(Some(f.path())).map_err(|e| e.to_string())?;
+            assert_eq!(s.server.listen.port(), 9999);
+            assert_eq!(s.audit.batch_max, 7);
+            assert!(s.auth.development);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let f = file(&format!("{DEV}[server]\nlistn = \"x\"\n"));
+        let err = Settings::load_with_env(Some(f.path()), Env::prefixed("SOVRA_TEST_NONE__"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("server"), "{err}");
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn unknown_env_key_is_named() {
+        let f = file(DEV);
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SOVRA__SERVER__BOGUS", "1");
+            let err = Settings::load(Some(f.path()))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("bogus"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn production_requires_issuer_and_audience() {
+        let f = file("[auth]\njwks_file = \"/x.json\"\n");
+        let err = Settings::load_with_env(Some(f.path()), Env::prefixed("SOVRA_TEST_NONE__"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("auth.issuer"), "{err}");
+    }
+
+    #[test]
+    fn dev_secret_refused_outside_development() {
+        let f = file(
+            "[auth]\ndev_secret = \"0123456789abcdef0123456789abcdef\"\nissuer=\"i\"\naudience=\"a\"\njwks_file=\"/x\"\n",
+        );
+        let err = Settings::load_with_env(Some(f.path()), Env::prefixed("SOVRA_TEST_NONE__"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("auth.dev_secret"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = Settings::load(Some(Path::new("/nonexistent/sovra.toml")));
+        assert!(matches!(err, Err(ConfigError::MissingFile(_))));
+    }
+
+    #[test]
+    fn database_url_defaults_to_sqlite_in_data_dir() {
+        let s = Settings::default();
+        assert!(s.database_url().starts_with("sqlite://./data/sovra.db"));
+    }
+}

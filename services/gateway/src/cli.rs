@@ -1,0 +1,200 @@
+//! The non-server subcommands.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sovra_audit::{CheckpointKey, EventFilter, SqlStore};
+use sovra_auth::{DevTokenRequest, mint_development_token};
+use sovra_config::Settings;
+
+use crate::export::{csv_rows, jsonl_rows};
+
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    /// Subject (`sub`).
+    #[arg(long, default_value = "dev-user")]
+    pub sub: String,
+    /// Comma-separated roles: reader, ingester, auditor, admin.
+    #[arg(long, value_delimiter = ',', default_value = "reader")]
+    pub roles: Vec<String>,
+    /// Comma-separated groups.
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Vec<String>,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// Lifetime: seconds, or a number followed by s, m, h or d.
+    #[arg(long, default_value = "8h")]
+    pub ttl: String,
+}
+
+fn parse_ttl(s: &str) -> anyhow::Result<i64> {
+    let (num, mult) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1),
+        Some('m') => (&s[..s.len() - 1], 60),
+        Some('h') => (&s[..s.len() - 1], 3600),
+        Some('d') => (&s[..s.len() - 1], 86400),
+        _ => (s, 1),
+    };
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("--ttl `{s}`: expected e.g. 3600, 30m, 8h or 7d"))?;
+    if n <= 0 {
+        bail!("--ttl must be positive");
+    }
+    Ok(n * mult)
+}
+
+pub fn token(settings: &Settings, args: &TokenArgs) -> anyhow::Result<ExitCode> {
+    let req = DevTokenRequest {
+        subject: args.sub.clone(),
+        tenant: args.tenant.clone(),
+        roles: args
+            .roles
+            .iter()
+            .filter(|r| !r.is_empty())
+            .cloned()
+            .collect(),
+        groups: args
+            .groups
+            .iter()
+            .filter(|g| !g.is_empty())
+            .cloned()
+            .collect(),
+        ttl_secs: parse_ttl(&args.ttl)?,
+    };
+    let token = mint_development_token(&settings.auth, &req)?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn connect(settings: &Settings) -> anyhow::Result<SqlStore> {
+    Ok(SqlStore::connect(
+        &settings.database_url(),
+        settings.database.max_connections,
+        Duration::from_secs(settings.database.acquire_timeout_secs),
+    )
+    .await?)
+}
+
+pub async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let store = connect(settings).await?;
+    store.migrate().await?;
+    println!("migrations applied ({:?})", store.backend());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn checkpoint_key(settings: &Settings) -> anyhow::Result<Option<CheckpointKey>> {
+    let path = settings.checkpoint_key_file();
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(CheckpointKey::load(&path)?))
+}
+
+pub async fn audit_verify(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let store = connect(settings).await?;
+    let report = store.verify(checkpoint_key(settings)?.as_ref()).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report.ok {
+        eprintln!(
+            "audit chain verified: {} records, head seq {}",
+            report.checked, report.head_seq
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        if let Some(b) = &report.first_broken {
+            eprintln!(
+                "audit chain BROKEN at seq {} (record {}): {}",
+                b.seq, b.id, b.problem
+            );
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn time_arg(name: &str, v: Option<String>) -> anyhow::Result<Option<i64>> {
+    v.map(|s| {
+        chrono::DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.timestamp_micros())
+            .with_context(|| {
+                format!("--{name} `{s}`: expected an RFC 3339 time such as 2026-11-28T09:00:00Z")
+            })
+    })
+    .transpose()
+}
+
+pub async fn audit_export(
+    settings: &Settings,
+    csv: bool,
+    since: Option<String>,
+    until: Option<String>,
+    output: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let filter = EventFilter {
+        since_us: time_arg("since", since)?,
+        until_us: time_arg("until", until)?,
+        ..Default::default()
+    };
+    let store = connect(settings).await?;
+    let mut out: Box<dyn Write> = match &output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut after = 0;
+    let mut first = true;
+    let mut count = 0usize;
+    loop {
+        let page = store.export_page(&filter, after, 1000).await?;
+        let bytes = if csv {
+            csv_rows(&page, first)
+        } else {
+            jsonl_rows(&page)
+        };
+        out.write_all(&bytes)?;
+        first = false;
+        count += page.len();
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = last.seq,
+            _ => break,
+        }
+    }
+    out.flush()?;
+    eprintln!("exported {count} records");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn audit_prune(settings: &Settings, before: Option<String>) -> anyhow::Result<ExitCode> {
+    let before_us = match time_arg("before", before)? {
+        Some(t) => t,
+        None if settings.audit.retention_days > 0 => {
+            chrono::Utc::now().timestamp_micros()
+                - i64::from(settings.audit.retention_days) * 86_400_000_000
+        }
+        None => bail!("give --before, or set audit.retention_days"),
+    };
+    let store = connect(settings).await?;
+    let key = CheckpointKey::load_or_create(&settings.checkpoint_key_file())?;
+    let report = store.prune_before(before_us, &key).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90").ok(), Some(90));
+        assert_eq!(parse_ttl("2m").ok(), Some(120));
+        assert_eq!(parse_ttl("8h").ok(), Some(28800));
+        assert_eq!(parse_ttl("1d").ok(), Some(86400));
+        assert!(parse_ttl("x").is_err());
+        assert!(parse_ttl("-1").is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! `sovra`: the private RAG gateway. This binary owns the CLI and wires the
+//! library crates together; request handling lives in `routes/` behind the
+//! pipeline in `middleware.rs`.
+
+mod cli;
+mod export;
+mod extract;
+mod middleware;
+mod problem;
+mod routes;
+mod server;
+mod state;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "sovra", version, about = "Sovra: a private RAG gateway")]
+struct Cli {
+    /// Configuration file (default: config/sovra.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP gateway.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Mint a development token with the HS256 development secret.
+    Token(cli::TokenArgs),
+    /// Verify, export and prune the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; exit 1 and name the first broken link if it is not whole.
+    Verify,
+    /// Write records (oldest first) to stdout or --output.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// RFC 3339 time; records at or after it.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339 time; records before it.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Remove records older than --before (or than audit.retention_days) behind a signed checkpoint.
+    Prune {
+        #[arg(long)]
+        before: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match sovra_config::Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sovra: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sovra: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => server::serve(settings).await,
+            Command::Migrate => cli::migrate(&settings).await,
+            Command::Token(args) => cli::token(&settings, &args),
+            Command::Audit { command } => match command {
+                AuditCommand::Verify => cli::audit_verify(&settings).await,
+                AuditCommand::Export {
+                    format,
+                    since,
+                    until,
+                    output,
+                } => {
+                    cli::audit_export(
+                        &settings,
+                        matches!(format, ExportFormat::Csv),
+                        since,
+                        until,
+                        output,
+                    )
+                    .await
+                }
+                AuditCommand::Prune { before } => cli::audit_prune(&settings, before).await,
+            },
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sovra: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The audit trail for auditors: query, read, export, verify; prune for admins.
+//! Reading the trail is itself audited (the pipeline records these requests).
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use futures_util::stream;
+use serde::Deserialize;
+use serde_json::json;
+use sovra_audit::EventFilter;
+
+use crate::export::{csv_rows, jsonl_rows};
+use sovra_auth::{Principal, Role};
+
+use crate::extract::{AuditAdmin, AuditRead, Authorized, ValidJson, ValidQuery};
+use crate::problem::{ErrorCode, Problem};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterQuery {
+    since: Option<String>,
+    until: Option<String>,
+    subject: Option<String>,
+    tenant: Option<String>,
+    action: Option<String>,
+    status: Option<i64>,
+    document_id: Option<String>,
+    request_id: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+    format: Option<String>,
+}
+
+pub fn parse_time(field: &str, value: &str) -> Result<i64, Problem> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc).timestamp_micros())
+        .map_err(|_| {
+            Problem::invalid_parameter(
+                field,
+                "expected an RFC 3339 time such as 2026-11-28T09:00:00Z",
+            )
+        })
+}
+
+impl FilterQuery {
+    /// The filter, scoped to the caller: an auditor reads only their own
+    /// tenant's records; an admin reads every tenant's.
+    fn filter(&self, who: &Principal) -> Result<EventFilter, Problem> {
+        let mut tenant = self.tenant.clone();
+        if !who.has_role(Role::Admin) {
+            match &tenant {
+                Some(t) if *t != who.tenant => {
+                    return Err(Problem::new(
+                        ErrorCode::Forbidden,
+                        "auditors read their own tenant's records only",
+                    )
+                    .field("tenant")
+                    .reason("cross_tenant"));
+                }
+                _ => tenant = Some(who.tenant.clone()),
+            }
+        }
+        Ok(EventFilter {
+            since_us: self
+                .since
+                .as_deref()
+                .map(|v| parse_time("since", v))
+                .transpose()?,
+            until_us: self
+                .until
+                .as_deref()
+                .map(|v| parse_time("until", v))
+                .transpose()?,
+            subject: self.subject.clone(),
+            tenant,
+            action: self.action.clone(),
+            status: self.status,
+            document_id: self.document_id.clone(),
+            request_id: self.request_id.clone(),
+        })
+    }
+}
+
+fn filter_json(f: &EventFilter) -> serde_json::Value {
+    json!({
+        "since_us": f.since_us, "until_us": f.until_us, "subject": f.subject, "tenant": f.tenant,
+        "action": f.action, "status": f.status, "document_id": f.document_id, "request_id": f.request_id,
+    })
+}
+
+/// `GET /v1/audit/events`: newest first, cursor-paged.
+pub async fn events(
+    auth: Authorized<AuditRead>,
+    q: ValidQuery<FilterQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let q = q.0;
+    if q.format.is_some() {
+        return Err(Problem::invalid_parameter(
+            "format",
+            "format applies to /v1/audit/export only",
+        ));
+    }
+    let filter = q.filter(&auth.principal)?;
+    auth.audit.detail("filter", filter_json(&filter));
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::invalid_parameter(
+            "limit",
+            "must be between 1 and 1000",
+        ));
+    }
+    let page = state
+        .store
+        .query(&filter, q.cursor.as_deref(), limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// `GET /v1/audit/events/{id}`.
+pub async fn event(
+    auth: Authorized<AuditRead>,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    auth.audit.detail("event_id", json!(id.as_str()));
+    let record = state.store.get(&id).await?;
+    match record {
+        Some(r)
+            if auth.principal.has_role(Role::Admin)
+                || r.event.tenant.as_deref() == Some(&auth.principal.tenant) =>
+        {
+            Ok(HttpResponse::Ok().json(r))
+        }
+        _ => Err(Problem::new(
+            ErrorCode::NotFound,
+            "no audit event with that id",
+        )),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Jsonl,
+    Csv,
+}
+
+const EXPORT_PAGE: u32 = 1000;
+
+/// `GET /v1/audit/export?format=jsonl|csv`: streams the matching records, oldest first.
+pub async fn export(
+    auth: Authorized<AuditRead>,
+    q: ValidQuery<FilterQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let q = q.0;
+    let format = match q.format.as_deref() {
+        None | Some("jsonl") => Format::Jsonl,
+        Some("csv") => Format::Csv,
+        Some(_) => return Err(Problem::invalid_parameter("format", "must be jsonl or csv")),
+    };
+    if q.cursor.is_some() || q.limit.is_some() {
+        let field = if q.cursor.is_some() {
+            "cursor"
+        } else {
+            "limit"
+        };
+        return Err(Problem::invalid_parameter(
+            field,
+            "exports stream every matching record; use /v1/audit/events to page",
+        ));
+    }
+    let filter = q.filter(&auth.principal)?;
+    auth.audit.detail("filter", filter_json(&filter));
+    auth.audit.detail(
+        "format",
+        json!(if format == Format::Csv {
+            "csv"
+        } else {
+            "jsonl"
+        }),
+    );
+    let store = state.store.clone();
+    // (after_seq, first page?, finished?)
+    let body = stream::unfold((0i64, true, false), move |(after, first, done)| {
+        let store = store.clone();
+        let filter = filter.clone();
+        async move {
+            if done {
+                return None;
+            }
+            match store.export_page(&filter, after, EXPORT_PAGE).await {
+                Ok(records) => {
+                    let last = records.last().map(|r| r.seq).unwrap_or(after);
+                    let finished = (records.len() as u32) < EXPORT_PAGE;
+                    let bytes = match format {
+                        Format::Csv => csv_rows(&records, first),
+                        Format::Jsonl => jsonl_rows(&records),
+                    };
+                    Some((
+                        Ok::<_, actix_web::Error>(web::Bytes::from(bytes)),
+                        (last, false, finished),
+                    ))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "audit export failed midway");
+                    Some((
+                        Err(actix_web::error::ErrorInternalServerError("export failed")),
+                        (after, false, true),
+                    ))
+                }
+            }
+        }
+    });
+    let (content_type, name) = match format {
+        Format::Csv => ("text/csv; charset=utf-8", "sovra-audit.csv"),
+        Format::Jsonl => ("application/x-ndjson", "sovra-audit.jsonl"),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        ))
+        .streaming(body))
+}
+
+/// `GET /v1/audit/verify`: walks the whole chain.
+pub async fn verify(
+    auth: Authorized<AuditRead>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let report = state.store.verify(Some(&state.checkpoint_key)).await?;
+    auth.audit.detail("verify_ok", json!(report.ok));
+    Ok(HttpResponse::Ok().json(report))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneRequest {
+    /// Records older than this time are removed behind a signed checkpoint.
+    before: String,
+}
+
+/// `POST /v1/audit/prune`: admins remove records older than `before`.
+pub async fn prune(
+    auth: Authorized<AuditAdmin>,
+    body: ValidJson<PruneRequest>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let before = parse_time("before", &body.0.before)?;
+    if before > Utc::now().timestamp_micros() {
+        return Err(Problem::invalid_parameter(
+            "before",
+            "must not be in the future",
+        ));
+    }
+    let report = state
+        .store
+        .prune_before(before, &state.checkpoint_key)
+        .await?;
+    auth.audit.detail("prune", json!({"before_us": before, "pruned": report.pruned, "checkpoint_seq": report.checkpoint_seq}));
+    Ok(HttpResponse::Ok().json(report))
+}

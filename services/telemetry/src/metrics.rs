@@ -1,0 +1,103 @@
+//! Prometheus metrics. Labels are bounded: route patterns, methods, status
+//! codes and reason codes; never a subject, document id or query.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub audit_commit_seconds: Histogram,
+    pub audit_batch_records: Histogram,
+    pub audit_failures: IntCounter,
+    pub auth_denials: IntCounterVec,
+}
+
+fn must<T>(r: Result<T, prometheus::Error>) -> Result<T, String> {
+    r.map_err(|e| e.to_string())
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, String> {
+        let registry =
+            Registry::new_custom(Some("sovra".into()), None).map_err(|e| e.to_string())?;
+        let http_requests = must(IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        ))?;
+        let http_duration = must(HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
+                ],
+            ),
+            &["route", "method", "status"],
+        ))?;
+        let audit_commit_seconds = must(Histogram::with_opts(
+            HistogramOpts::new("audit_commit_seconds", "Time to commit one audit batch").buckets(
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ],
+            ),
+        ))?;
+        let audit_batch_records = must(Histogram::with_opts(
+            HistogramOpts::new("audit_batch_records", "Audit records per group commit").buckets(
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+            ),
+        ))?;
+        let audit_failures = must(IntCounter::new(
+            "audit_failures_total",
+            "Audit records that could not be committed",
+        ))?;
+        let auth_denials = must(IntCounterVec::new(
+            Opts::new(
+                "auth_denials_total",
+                "Requests denied by authentication or authorization",
+            ),
+            &["reason"],
+        ))?;
+        for c in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(audit_commit_seconds.clone()),
+            Box::new(audit_batch_records.clone()),
+            Box::new(audit_failures.clone()),
+            Box::new(auth_denials.clone()),
+        ] {
+            must(registry.register(c))?;
+        }
+        Ok(Self {
+            registry,
+            http_requests,
+            http_duration,
+            audit_commit_seconds,
+            audit_batch_records,
+            audit_failures,
+            auth_denials,
+        })
+    }
+
+    /// Records one group commit.
+    pub fn observe_commit(&self, records: usize, seconds: f64, ok: bool) {
+        self.audit_commit_seconds.observe(seconds);
+        self.audit_batch_records.observe(records as f64);
+        if !ok {
+            self.audit_failures.inc_by(records as u64);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
