@@ -1,1 +1,11 @@
-fn main() {}
+//! Integration tests: each starts the real `sovra` binary on a free port with
+//! a temporary data directory, against SQLite and a real PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod audit;
+mod auth;
+mod config;
+mod crash;
+mod http;

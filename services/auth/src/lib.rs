@@ -127,6 +127,9 @@ impl Authenticator {
         if token.len() > s.max_token_bytes {
             return Err(AuthError::TooLarge);
         }
+        if !well_formed(token) {
+            return Err(AuthError::Malformed);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         let claims = match header.alg {
             Algorithm::HS256 => {
@@ -199,6 +202,18 @@ impl Authenticator {
     }
 }
 
+/// Three base64url segments, the first two non-empty (JWS compact form).
+fn well_formed(token: &str) -> bool {
+    let parts: Vec<&str> = token.split('.').collect();
+    parts.len() == 3
+        && !parts[0].is_empty()
+        && !parts[1].is_empty()
+        && parts.iter().all(|p| {
+            p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 fn bearer_token(header: &str) -> Result<&str, AuthError> {
     let (scheme, rest) = header.split_once(' ').ok_or(AuthError::NotBearer)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -214,6 +229,16 @@ fn bearer_token(header: &str) -> Result<&str, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compact_form() {
+        assert!(well_formed("eyJh.eyJz.c2ln"));
+        assert!(well_formed("eyJh.eyJz."));
+        assert!(!well_formed("eyJh.eyJz"));
+        assert!(!well_formed("eyJh..c2ln"));
+        assert!(!well_formed("eyJh.e!Jz.c2ln"));
+        assert!(!well_formed("eyJh.eyJz.c2ln.x"));
+    }
 
     #[test]
     fn bearer_parsing() {

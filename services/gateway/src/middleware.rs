@@ -159,8 +159,10 @@ async fn handle_audited(
     event.trace_id = trace_id.to_owned();
     event.client_addr = client_addr;
 
+    let mut denial: Option<String> = None;
     let res = match authenticated {
         Err(e) => {
+            denial = Some(e.code().to_owned());
             state
                 .metrics
                 .auth_denials
@@ -234,7 +236,7 @@ async fn handle_audited(
     event.route = route;
     event.status = i64::from(status.as_u16());
     event.latency_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
-    event.reason = notes.reason.or_else(|| {
+    event.reason = denial.or(notes.reason).or_else(|| {
         res.response()
             .error()
             .map(|e| match e.as_error::<Problem>() {
