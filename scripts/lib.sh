@@ -1,0 +1,37 @@
+# Shared helpers for scripts/*: sourced, not run.
+# Caches live outside the clone so reruns are incremental and nothing in the
+# repository depends on them being there.
+export SOVRA_CACHE="${SOVRA_CACHE:-$HOME/.cache/sovra}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SOVRA_CACHE/target}"
+export SOVRA_TEST_PG_URL="${SOVRA_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Starts the local PostgreSQL cluster when it does not answer.
+ensure_postgres() {
+    if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+        return 0
+    fi
+    log "PostgreSQL is down; starting it"
+    if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+        log "installing PostgreSQL from Debian's packages"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+    fi
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 30); do
+        pg_isready -q -h 127.0.0.1 -p 5432 && return 0
+        sleep 1
+    done
+    echo "PostgreSQL did not start on 127.0.0.1:5432" >&2
+    return 1
+}
+
+# Drops databases left behind by interrupted test runs.
+drop_stale_test_databases() {
+    psql "$SOVRA_TEST_PG_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'sovra\_test\_%'" 2>/dev/null |
+        while read -r db; do
+            [ -n "$db" ] && psql "$SOVRA_TEST_PG_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+        done
+}
