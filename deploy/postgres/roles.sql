@@ -1,0 +1,26 @@
+-- Least privilege for Sovra on PostgreSQL.
+--
+-- Run as a superuser once per database, after `sovra migrate` has been run
+-- by the owner role `sovra_owner`. The gateway then connects as `sovra_app`,
+-- which may read and append to the audit trail but not change or delete it
+-- (the append-only triggers refuse that for every role; these grants refuse
+-- it before the triggers are reached, and keep `sovra_app` from dropping or
+-- disabling them, which only a table owner or superuser can do).
+--
+--   psql -v app_password="'...'" -f deploy/postgres/roles.sql sovra
+
+CREATE ROLE sovra_owner NOLOGIN;
+CREATE ROLE sovra_app LOGIN PASSWORD :app_password;
+
+GRANT CONNECT ON DATABASE :"DBNAME" TO sovra_app;
+GRANT USAGE ON SCHEMA public TO sovra_app;
+
+-- Audit: read and append only.
+GRANT SELECT, INSERT ON audit_events, audit_event_documents, audit_checkpoints TO sovra_app;
+-- Retention pruning deletes rows a signed checkpoint covers; grant DELETE
+-- only to the role that runs `sovra audit prune` (or the gateway, when
+-- audit.retention_days is set on it).
+-- GRANT DELETE ON audit_events, audit_event_documents TO sovra_app;
+
+-- Readiness reads the migration history.
+GRANT SELECT ON _sqlx_migrations TO sovra_app;
