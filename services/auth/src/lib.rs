@@ -10,7 +10,7 @@ mod jwks;
 mod principal;
 mod token;
 
-pub use principal::{Permission, Principal, Role};
+pub use principal::{Acl, Permission, Principal, Role};
 pub use token::{DevTokenRequest, mint_development_token};
 
 use std::sync::Arc;

@@ -108,6 +108,38 @@ impl Principal {
     }
 }
 
+/// Who may see a document: members of any group, or any user listed, within
+/// the document's tenant. An empty ACL admits nobody (deny by default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acl {
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+}
+
+impl Acl {
+    /// Sorted, deduplicated, blank entries dropped.
+    pub fn normalized(mut self) -> Self {
+        for list in [&mut self.groups, &mut self.users] {
+            list.retain(|s| !s.trim().is_empty());
+            list.sort();
+            list.dedup();
+        }
+        self
+    }
+}
+
+impl Principal {
+    /// The ACL rule itself, for checks outside an index (catalog reads).
+    pub fn may_see(&self, tenant: &str, acl: &Acl) -> bool {
+        self.tenant == tenant
+            && (acl.users.contains(&self.subject)
+                || acl.groups.iter().any(|g| self.groups.contains(g)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

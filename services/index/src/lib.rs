@@ -1,0 +1,419 @@
+//! The lexical index: Tantivy with BM25, one Tantivy document per chunk.
+//!
+//! Analysis serves the users' languages: `body` is segmented by jieba (so a
+//! Chinese query finds Chinese passages; Latin-script words, Indonesian
+//! included, come out as plain lower-cased words) and `body_en` is English
+//! with stemming. Tenant, ACL groups and ACL users are indexed terms, and
+//! [`SearchRequest`] cannot be built without a [`Principal`]: every query
+//! carries the caller's tenant and ACL as required clauses inside Tantivy.
+
+mod analysis;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use sovra_auth::{Acl, Principal};
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, INDEXED, IndexRecordOption, JsonObjectOptions, STORED, STRING, Schema,
+    TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+pub use analysis::{EN, MULTI, register};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("lexical index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("lexical index directory {path}: {message}")]
+    Directory { path: String, message: String },
+    #[error("lexical index: the writer lock is poisoned")]
+    Poisoned,
+}
+
+/// One chunk, as indexed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkEntry {
+    pub document_id: String,
+    pub chunk_id: String,
+    pub ordinal: u32,
+    pub tenant: String,
+    pub title: String,
+    pub text: String,
+    pub acl: Acl,
+    /// Flat string metadata, matched exactly by search filters.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A search, always on behalf of a principal.
+pub struct SearchRequest<'a> {
+    principal: &'a Principal,
+    pub text: &'a str,
+    pub top_k: usize,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl<'a> SearchRequest<'a> {
+    pub fn new(principal: &'a Principal, text: &'a str, top_k: usize) -> Self {
+        Self {
+            principal,
+            text,
+            top_k,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    pub document_id: String,
+    pub chunk_id: String,
+    pub ordinal: u32,
+    pub title: String,
+    pub score: f32,
+    /// HTML: the best passage, matched terms in `<mark>`, the rest escaped.
+    pub snippet: String,
+    pub text: String,
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    document_id: Field,
+    chunk_id: Field,
+    ordinal: Field,
+    tenant: Field,
+    acl_group: Field,
+    acl_user: Field,
+    title: Field,
+    body: Field,
+    body_en: Field,
+    body_cjk: Field,
+    meta: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let multi = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(MULTI)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+        .set_stored();
+    let english = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(EN)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let cjk = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("whitespace")
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let meta = JsonObjectOptions::default()
+        .set_indexing_options(TextFieldIndexing::default().set_tokenizer("raw"))
+        .set_stored();
+    let fields = Fields {
+        document_id: b.add_text_field("document_id", STRING | STORED),
+        chunk_id: b.add_text_field("chunk_id", STRING | STORED),
+        ordinal: b.add_u64_field("ordinal", INDEXED | STORED),
+        tenant: b.add_text_field("tenant", STRING),
+        acl_group: b.add_text_field("acl_group", STRING),
+        acl_user: b.add_text_field("acl_user", STRING),
+        title: b.add_text_field("title", multi.clone()),
+        body: b.add_text_field("body", multi),
+        body_en: b.add_text_field("body_en", english),
+        body_cjk: b.add_text_field("body_cjk", cjk),
+        meta: b.add_json_field("meta", meta),
+    };
+    (b.build(), fields)
+}
+
+pub struct LexicalIndex {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    fields: Fields,
+}
+
+const WRITER_HEAP: usize = 64 * 1024 * 1024;
+
+impl LexicalIndex {
+    /// Opens the index in `dir`, creating it when absent.
+    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+        std::fs::create_dir_all(dir).map_err(|e| IndexError::Directory {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let (schema, _) = schema();
+        let directory =
+            tantivy::directory::MmapDirectory::open(dir).map_err(|e| IndexError::Directory {
+                path: dir.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let index = Index::open_or_create(directory, schema)?;
+        Self::with_index(index)
+    }
+
+    /// An index in memory (tests, benchmarks).
+    pub fn in_ram() -> Result<Self, IndexError> {
+        Self::with_index(Index::create_in_ram(schema().0))
+    }
+
+    fn with_index(index: Index) -> Result<Self, IndexError> {
+        register(&index);
+        let (_, fields) = schema();
+        let writer = index.writer_with_num_threads(1, WRITER_HEAP)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Self {
+            index,
+            reader,
+            writer: Mutex::new(writer),
+            fields,
+        })
+    }
+
+    fn to_doc(&self, c: &ChunkEntry) -> TantivyDocument {
+        let f = self.fields;
+        let mut doc = TantivyDocument::default();
+        doc.add_text(f.document_id, &c.document_id);
+        doc.add_text(f.chunk_id, &c.chunk_id);
+        doc.add_u64(f.ordinal, u64::from(c.ordinal));
+        doc.add_text(f.tenant, &c.tenant);
+        for g in &c.acl.groups {
+            doc.add_text(f.acl_group, g);
+        }
+        for u in &c.acl.users {
+            doc.add_text(f.acl_user, u);
+        }
+        doc.add_text(f.title, &c.title);
+        doc.add_text(f.body, &c.text);
+        doc.add_text(f.body_en, &c.text);
+        doc.add_text(
+            f.body_cjk,
+            analysis::cjk_bigrams(&format!("{}\n{}", c.title, c.text)),
+        );
+        let meta: serde_json::Map<String, serde_json::Value> = c
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        doc.add_object(
+            f.meta,
+            meta.into_iter().map(|(k, v)| (k, v.into())).collect(),
+        );
+        doc
+    }
+
+    /// Replaces every chunk of each listed document at once: old chunks go
+    /// and new ones appear in the same commit. Searchable on return.
+    pub fn replace_documents(&self, docs: &[(&str, &[ChunkEntry])]) -> Result<(), IndexError> {
+        let mut w = self.writer.lock().map_err(|_| IndexError::Poisoned)?;
+        for (id, chunks) in docs {
+            w.delete_term(Term::from_field_text(self.fields.document_id, id));
+            for c in *chunks {
+                w.add_document(self.to_doc(c))?;
+            }
+        }
+        match w.commit() {
+            Ok(_) => {}
+            Err(e) => {
+                let _ = w.rollback();
+                return Err(e.into());
+            }
+        }
+        drop(w);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    pub fn replace_document(
+        &self,
+        document_id: &str,
+        chunks: &[ChunkEntry],
+    ) -> Result<(), IndexError> {
+        self.replace_documents(&[(document_id, chunks)])
+    }
+
+    /// Removes every chunk of a document. Gone from search on return.
+    pub fn delete_document(&self, document_id: &str) -> Result<(), IndexError> {
+        self.replace_documents(&[(document_id, &[])])
+    }
+
+    /// The document ids present, with their chunk counts (consistency checks).
+    pub fn document_counts(&self) -> Result<BTreeMap<String, usize>, IndexError> {
+        let searcher = self.reader.searcher();
+        let mut out = BTreeMap::new();
+        for segment in searcher.segment_readers() {
+            let store = segment
+                .get_store_reader(1)
+                .map_err(|e| IndexError::Tantivy(e.into()))?;
+            for doc_id in segment.doc_ids_alive() {
+                let doc: TantivyDocument = store.get(doc_id)?;
+                if let Some(id) = doc
+                    .get_first(self.fields.document_id)
+                    .and_then(|v| v.as_str())
+                {
+                    *out.entry(id.to_owned()).or_insert(0) += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn num_chunks(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// The caller's permission as a query: tenant AND (a group OR the user).
+    fn acl_query(&self, p: &Principal) -> Box<dyn Query> {
+        let f = self.fields;
+        let mut who: Vec<(Occur, Box<dyn Query>)> = p
+            .groups
+            .iter()
+            .map(|g| -> (Occur, Box<dyn Query>) {
+                (
+                    Occur::Should,
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(f.acl_group, g),
+                        IndexRecordOption::Basic,
+                    )),
+                )
+            })
+            .collect();
+        who.push((
+            Occur::Should,
+            Box::new(TermQuery::new(
+                Term::from_field_text(f.acl_user, &p.subject),
+                IndexRecordOption::Basic,
+            )),
+        ));
+        Box::new(BooleanQuery::new(vec![
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(f.tenant, &p.tenant),
+                    IndexRecordOption::Basic,
+                )),
+            ),
+            (Occur::Must, Box::new(BooleanQuery::new(who))),
+        ]))
+    }
+
+    /// The user's words as BM25 terms, OR-ed across the analyzed fields:
+    /// jieba words (title boosted, body), English stems, CJK bigrams.
+    fn text_query(&self, text: &str) -> Box<dyn Query> {
+        let f = self.fields;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut add = |field: Field, tokens: Vec<String>, boost: f32| {
+            for t in tokens {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(field, &t),
+                    IndexRecordOption::WithFreqs,
+                ));
+                let q: Box<dyn Query> = if (boost - 1.0).abs() > f32::EPSILON {
+                    Box::new(tantivy::query::BoostQuery::new(q, boost))
+                } else {
+                    q
+                };
+                clauses.push((Occur::Should, q));
+            }
+        };
+        let multi = analysis::tokens(&self.index, MULTI, text);
+        add(f.title, multi.clone(), 1.5);
+        add(f.body, multi, 1.0);
+        add(f.body_en, analysis::tokens(&self.index, EN, text), 1.0);
+        add(
+            f.body_cjk,
+            analysis::cjk_bigrams(text)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            1.0,
+        );
+        Box::new(BooleanQuery::new(clauses))
+    }
+
+    /// BM25 search; only chunks the principal may see can match.
+    pub fn search(&self, req: &SearchRequest<'_>) -> Result<Vec<Hit>, IndexError> {
+        let f = self.fields;
+        let text_query = self.text_query(req.text);
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
+            (Occur::Must, text_query.box_clone()),
+            (Occur::Must, self.acl_query(req.principal)),
+        ];
+        for (k, v) in &req.metadata {
+            let mut term = Term::from_field_json_path(f.meta, k, false);
+            term.append_type_and_str(v);
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
+            ));
+        }
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(
+            &query,
+            &TopDocs::with_limit(req.top_k.clamp(1, 1000)).order_by_score(),
+        )?;
+        let mut snippets = SnippetGenerator::create(&searcher, &*text_query, f.body)?;
+        snippets.set_max_num_chars(240);
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let doc: TantivyDocument = searcher.doc(addr)?;
+            let text_of = |field: Field| {
+                doc.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let mut snippet = snippets.snippet_from_doc(&doc);
+            snippet.set_snippet_prefix_postfix("<mark>", "</mark>");
+            let mut html = snippet.to_html();
+            if html.is_empty() {
+                html = escape(&text_of(f.body).chars().take(240).collect::<String>());
+            }
+            hits.push(Hit {
+                document_id: text_of(f.document_id),
+                chunk_id: text_of(f.chunk_id),
+                ordinal: doc
+                    .get_first(f.ordinal)
+                    .and_then(|v| v.as_u64())
+                    .and_then(|o| u32::try_from(o).ok())
+                    .unwrap_or(0),
+                title: text_of(f.title),
+                score,
+                snippet: html,
+                text: text_of(f.body),
+            });
+        }
+        Ok(hits)
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Distinct document ids in a hit list, in rank order.
+pub fn document_ids(hits: &[Hit]) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    hits.iter()
+        .filter(|h| seen.insert(h.document_id.clone()))
+        .map(|h| h.document_id.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,478 @@
+//! Parsing: plain text, Markdown, HTML (markup and scripts stripped), PDF
+//! (its text layer, through `pdf-extract`) and DOCX (bounded unzip, then the
+//! paragraphs of `word/document.xml`).
+
+use std::io::Read;
+
+use quick_xml::events::Event;
+use scraper::{Html, Node};
+
+use crate::IngestError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Markdown,
+    Html,
+    Pdf,
+    Docx,
+}
+
+pub const DOCX_MIME: &str =
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+
+impl Format {
+    /// From a MIME type (parameters such as `; charset=utf-8` ignored).
+    pub fn from_content_type(ct: &str) -> Result<Format, IngestError> {
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        Ok(match essence.as_str() {
+            "text/plain" => Format::Text,
+            "text/markdown" | "text/x-markdown" => Format::Markdown,
+            "text/html" | "application/xhtml+xml" => Format::Html,
+            "application/pdf" => Format::Pdf,
+            DOCX_MIME => Format::Docx,
+            _ => return Err(IngestError::Unsupported(essence)),
+        })
+    }
+
+    /// From a file name's extension.
+    pub fn from_path(path: &std::path::Path) -> Result<Format, IngestError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        Ok(match ext.as_str() {
+            "txt" | "text" => Format::Text,
+            "md" | "markdown" => Format::Markdown,
+            "html" | "htm" => Format::Html,
+            "pdf" => Format::Pdf,
+            "docx" => Format::Docx,
+            _ => return Err(IngestError::Unsupported(format!(".{ext}"))),
+        })
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain",
+            Format::Markdown => "text/markdown",
+            Format::Html => "text/html",
+            Format::Pdf => "application/pdf",
+            Format::Docx => DOCX_MIME,
+        }
+    }
+}
+
+/// A paragraph-like unit of text; headings start new chunks where possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub text: String,
+    pub heading: bool,
+}
+
+/// Bounds on what parsing may produce.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most bytes a DOCX may decompress to.
+    pub max_unpacked_bytes: u64,
+    /// Most characters of extracted text.
+    pub max_text_chars: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_unpacked_bytes: 64 * 1024 * 1024,
+            max_text_chars: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Parses `bytes` of `format` into blocks of text.
+pub fn parse(bytes: &[u8], format: Format, limits: Limits) -> Result<Vec<Block>, IngestError> {
+    let blocks = match format {
+        Format::Text => split_paragraphs(utf8(bytes)?),
+        Format::Markdown => markdown(utf8(bytes)?),
+        Format::Html => html(utf8(bytes)?),
+        Format::Pdf => split_paragraphs(&pdf(bytes)?),
+        Format::Docx => docx(bytes, limits)?,
+    };
+    let blocks: Vec<Block> = blocks
+        .into_iter()
+        .map(|b| Block {
+            text: normalize_ws(&b.text),
+            heading: b.heading,
+        })
+        .filter(|b| !b.text.is_empty())
+        .collect();
+    if blocks.is_empty() {
+        return Err(IngestError::Empty);
+    }
+    let chars: usize = blocks.iter().map(|b| b.text.chars().count()).sum();
+    if chars > limits.max_text_chars {
+        return Err(IngestError::TooLarge(format!(
+            "{chars} characters of text (limit {})",
+            limits.max_text_chars
+        )));
+    }
+    Ok(blocks)
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, IngestError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        IngestError::Corrupt(format!("not valid UTF-8 (at byte {})", e.valid_up_to()))
+    })?;
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
+}
+
+/// Collapses runs of spaces and tabs inside a block; keeps single newlines.
+fn normalize_ws(s: &str) -> String {
+    s.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn split_paragraphs(text: &str) -> Vec<Block> {
+    let text = text.replace("\r\n", "\n").replace('\u{c}', "\n\n");
+    text.split("\n\n")
+        .map(|p| Block {
+            text: p.trim().to_owned(),
+            heading: false,
+        })
+        .collect()
+}
+
+fn markdown(text: &str) -> Vec<Block> {
+    use pulldown_cmark::{Event as Md, Parser, Tag, TagEnd};
+    let mut blocks = Vec::new();
+    let mut current = String::new();
+    let mut heading = false;
+    let flush = |blocks: &mut Vec<Block>, current: &mut String, heading: bool| {
+        if !current.trim().is_empty() {
+            blocks.push(Block {
+                text: std::mem::take(current),
+                heading,
+            });
+        }
+        current.clear();
+    };
+    for event in Parser::new(text) {
+        match event {
+            Md::Start(Tag::Heading { .. }) => {
+                flush(&mut blocks, &mut current, heading);
+                heading = true;
+            }
+            Md::End(TagEnd::Heading(_)) => {
+                flush(&mut blocks, &mut current, heading);
+                heading = false;
+            }
+            Md::Start(
+                Tag::Paragraph | Tag::Item | Tag::CodeBlock(_) | Tag::TableRow | Tag::BlockQuote(_),
+            ) => {
+                flush(&mut blocks, &mut current, heading);
+            }
+            Md::End(TagEnd::Paragraph | TagEnd::Item | TagEnd::CodeBlock | TagEnd::TableRow) => {
+                flush(&mut blocks, &mut current, heading);
+            }
+            Md::Text(t) | Md::Code(t) => current.push_str(&t),
+            Md::SoftBreak | Md::HardBreak => current.push('\n'),
+            Md::End(TagEnd::TableCell) => current.push(' '),
+            _ => {}
+        }
+    }
+    flush(&mut blocks, &mut current, heading);
+    blocks
+}
+
+const BLOCK_TAGS: &[&str] = &[
+    "p",
+    "div",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "main",
+    "aside",
+    "nav",
+    "li",
+    "ul",
+    "ol",
+    "table",
+    "tr",
+    "td",
+    "th",
+    "br",
+    "hr",
+    "pre",
+    "blockquote",
+    "dd",
+    "dt",
+    "figcaption",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "title",
+];
+const SKIP_TAGS: &[&str] = &[
+    "script", "style", "noscript", "template", "head", "svg", "iframe", "object",
+];
+
+fn html(text: &str) -> Vec<Block> {
+    let doc = Html::parse_document(text);
+    let mut blocks = Vec::new();
+    let mut current = String::new();
+    let mut heading = false;
+    // Depth-first walk; text under skipped elements is dropped.
+    fn walk(
+        node: ego_tree::NodeRef<'_, Node>,
+        blocks: &mut Vec<Block>,
+        current: &mut String,
+        heading: &mut bool,
+    ) {
+        for child in node.children() {
+            match child.value() {
+                Node::Text(t) => current.push_str(t),
+                Node::Element(e) => {
+                    let name = e.name();
+                    if SKIP_TAGS.contains(&name) {
+                        continue;
+                    }
+                    let is_block = BLOCK_TAGS.contains(&name);
+                    let is_heading = matches!(name, "h1" | "h2" | "h3" | "h4" | "h5" | "h6");
+                    if is_block {
+                        push(blocks, current, *heading);
+                        *heading = is_heading;
+                    }
+                    walk(child, blocks, current, heading);
+                    if is_block {
+                        push(blocks, current, *heading);
+                        *heading = false;
+                    } else if matches!(name, "td" | "th" | "span" | "a") {
+                        current.push(' ');
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    fn push(blocks: &mut Vec<Block>, current: &mut String, heading: bool) {
+        if !current.trim().is_empty() {
+            blocks.push(Block {
+                text: current.trim().to_owned(),
+                heading,
+            });
+        }
+        current.clear();
+    }
+    // The document's <title> is metadata, not body text.
+    let root = doc.tree.root();
+    let body = doc
+        .tree
+        .nodes()
+        .find(|n| matches!(n.value(), Node::Element(e) if e.name() == "body"))
+        .unwrap_or(root);
+    walk(body, &mut blocks, &mut current, &mut heading);
+    push(&mut blocks, &mut current, heading);
+    blocks
+}
+
+fn pdf(bytes: &[u8]) -> Result<String, IngestError> {
+    if !bytes.starts_with(b"%PDF-") {
+        return Err(IngestError::Corrupt(
+            "not a PDF file (no %PDF- header)".into(),
+        ));
+    }
+    // pdf-extract panics on some malformed files; a bad upload must not
+    // take a worker down, so a panic here is an ordinary error.
+    let owned = bytes.to_vec();
+    let result = std::panic::catch_unwind(move || pdf_extract::extract_text_from_mem(&owned));
+    match result {
+        Ok(Ok(text)) => Ok(text),
+        Ok(Err(e)) => Err(IngestError::Corrupt(format!("PDF: {e}"))),
+        Err(_) => Err(IngestError::Corrupt(
+            "PDF: the file is damaged or truncated".into(),
+        )),
+    }
+}
+
+fn docx(bytes: &[u8], limits: Limits) -> Result<Vec<Block>, IngestError> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| IngestError::Corrupt(format!("DOCX: not a valid ZIP package: {e}")))?;
+    let declared: u64 = (0..archive.len())
+        .filter_map(|i| archive.by_index_raw(i).ok().map(|f| f.size()))
+        .sum();
+    if declared > limits.max_unpacked_bytes {
+        return Err(IngestError::TooLarge(format!(
+            "DOCX unpacks to {declared} bytes (limit {})",
+            limits.max_unpacked_bytes
+        )));
+    }
+    let entry = archive
+        .by_name("word/document.xml")
+        .map_err(|_| IngestError::Corrupt("DOCX: word/document.xml is missing".into()))?;
+    // Sizes in the ZIP directory can lie: read at most the limit plus one byte.
+    let mut xml = Vec::new();
+    entry
+        .take(limits.max_unpacked_bytes + 1)
+        .read_to_end(&mut xml)
+        .map_err(|e| IngestError::Corrupt(format!("DOCX: {e}")))?;
+    if xml.len() as u64 > limits.max_unpacked_bytes {
+        return Err(IngestError::TooLarge(format!(
+            "DOCX document.xml exceeds {} bytes when unpacked",
+            limits.max_unpacked_bytes
+        )));
+    }
+    let mut reader = quick_xml::Reader::from_reader(xml.as_slice());
+    let mut blocks = Vec::new();
+    let mut current = String::new();
+    let mut heading = false;
+    let mut in_text = false;
+    let mut buf = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(e)) => match e.name().as_ref() {
+                b"w:t" => in_text = true,
+                b"w:p" => {
+                    current.clear();
+                    heading = false;
+                }
+                _ => {}
+            },
+            Ok(Event::Empty(e)) => match e.name().as_ref() {
+                b"w:tab" => current.push('\t'),
+                b"w:br" | b"w:cr" => current.push('\n'),
+                b"w:pStyle" => {
+                    heading = e.attributes().flatten().any(|a| {
+                        a.key.as_ref() == b"w:val" && {
+                            let v = String::from_utf8_lossy(&a.value).to_ascii_lowercase();
+                            v.starts_with("heading") || v == "title"
+                        }
+                    });
+                }
+                _ => {}
+            },
+            Ok(Event::Text(t)) if in_text => {
+                let decoded = t
+                    .decode()
+                    .map_err(|e| IngestError::Corrupt(format!("DOCX: {e}")))?;
+                current.push_str(&quick_xml::escape::unescape(&decoded).unwrap_or(decoded.clone()));
+            }
+            Ok(Event::GeneralRef(r)) if in_text => {
+                let name = String::from_utf8_lossy(&r);
+                let ch = match name.as_ref() {
+                    "amp" => "&",
+                    "lt" => "<",
+                    "gt" => ">",
+                    "quot" => "\"",
+                    "apos" => "'",
+                    _ => "",
+                };
+                current.push_str(ch);
+            }
+            Ok(Event::End(e)) => match e.name().as_ref() {
+                b"w:t" => in_text = false,
+                b"w:p" => {
+                    if !current.trim().is_empty() {
+                        blocks.push(Block {
+                            text: std::mem::take(&mut current),
+                            heading,
+                        });
+                    }
+                    current.clear();
+                }
+                _ => {}
+            },
+            Ok(Event::Eof) => break,
+            Err(e) => return Err(IngestError::Corrupt(format!("DOCX: malformed XML: {e}"))),
+            _ => {}
+        }
+        buf.clear();
+    }
+    Ok(blocks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_strips_markup_and_scripts() {
+        let b = parse(
+            b"<html><head><title>T</title><script>alert(1)</script></head><body><h1>Leave</h1><p>Staff <b>may</b> take leave.</p><script>evil()</script><style>p{}</style></body></html>",
+            Format::Html,
+            Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            b[0],
+            Block {
+                text: "Leave".into(),
+                heading: true
+            }
+        );
+        assert_eq!(b[1].text, "Staff may take leave.");
+        assert!(
+            !b.iter()
+                .any(|x| x.text.contains("evil") || x.text.contains("alert"))
+        );
+    }
+
+    #[test]
+    fn markdown_headings_and_paragraphs() {
+        let b = parse(
+            b"# Title\n\nFirst para\nline two.\n\n- item one\n- item two\n",
+            Format::Markdown,
+            Limits::default(),
+        )
+        .unwrap();
+        assert!(b[0].heading);
+        assert_eq!(b[1].text, "First para\nline two.");
+        assert_eq!(b.len(), 4);
+    }
+
+    #[test]
+    fn bad_inputs_are_clear_errors() {
+        assert!(matches!(
+            parse(&[0xff, 0xfe, 0x41], Format::Text, Limits::default()),
+            Err(IngestError::Corrupt(_))
+        ));
+        assert_eq!(
+            parse(b"   \n\n  ", Format::Text, Limits::default()),
+            Err(IngestError::Empty)
+        );
+        assert!(matches!(
+            parse(b"%PDF-1.4\n1 0 obj", Format::Pdf, Limits::default()),
+            Err(IngestError::Corrupt(_))
+        ));
+        assert!(matches!(
+            parse(b"hello", Format::Pdf, Limits::default()),
+            Err(IngestError::Corrupt(_))
+        ));
+        assert!(matches!(
+            parse(b"PK\x03\x04garbage", Format::Docx, Limits::default()),
+            Err(IngestError::Corrupt(_))
+        ));
+        assert!(matches!(
+            Format::from_content_type("image/png"),
+            Err(IngestError::Unsupported(_))
+        ));
+        let tiny = Limits {
+            max_unpacked_bytes: 10,
+            max_text_chars: 5,
+        };
+        assert!(matches!(
+            parse(b"hello world", Format::Text, tiny),
+            Err(IngestError::TooLarge(_))
+        ));
+    }
+}
