@@ -53,6 +53,8 @@ pub enum Permission {
     Read,
     /// Write and delete documents.
     Ingest,
+    /// List and open documents (visibility still by each document's ACL).
+    Browse,
     /// Read, export and verify the audit trail.
     AuditRead,
     /// Prune the audit trail and sign checkpoints.
@@ -67,6 +69,7 @@ impl Permission {
             Permission::Whoami => &[],
             Permission::Read => &[Role::Reader],
             Permission::Ingest => &[Role::Ingester],
+            Permission::Browse => &[Role::Reader, Role::Ingester],
             Permission::AuditRead => &[Role::Auditor, Role::Admin],
             Permission::AuditAdmin => &[Role::Admin],
         }
@@ -77,6 +80,7 @@ impl Permission {
             Permission::Whoami => "whoami",
             Permission::Read => "read",
             Permission::Ingest => "ingest",
+            Permission::Browse => "browse",
             Permission::AuditRead => "audit_read",
             Permission::AuditAdmin => "audit_admin",
         }

@@ -1,1 +1,402 @@
+//! The documents catalog (same database as the audit trail): documents,
+//! their ACL and metadata, and their chunks' text, so that every index can
+//! be rebuilt from it. Writes are staged in a transaction that the caller
+//! commits only after the indexes have taken the change.
 
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sovra_auth::{Acl, Principal};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog database error: {0}")]
+    Database(String),
+    #[error("corrupt catalog row for document {id}: {message}")]
+    Corrupt { id: String, message: String },
+    #[error("invalid catalog query: {field}: {message}")]
+    InvalidQuery {
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl From<sqlx::Error> for CatalogError {
+    fn from(e: sqlx::Error) -> Self {
+        CatalogError::Database(e.to_string())
+    }
+}
+
+/// A catalogued document.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Document {
+    pub id: String,
+    pub tenant: String,
+    pub title: String,
+    pub source: String,
+    pub content_type: String,
+    pub content_hash: String,
+    pub version: i64,
+    pub acl: Acl,
+    pub metadata: BTreeMap<String, String>,
+    pub created_by: String,
+    pub created_us: i64,
+    pub updated_us: i64,
+    pub chunk_count: i64,
+    pub bytes: i64,
+}
+
+/// A chunk's text, as stored for rebuilding indexes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChunkRow {
+    pub chunk_id: String,
+    pub ordinal: i64,
+    pub text: String,
+    pub tokens: i64,
+}
+
+/// Filters for listing; visibility to the principal is always applied.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub metadata: BTreeMap<String, String>,
+    pub cursor: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DocumentPage {
+    pub documents: Vec<Document>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Catalog {
+    pool: AnyPool,
+    postgres: bool,
+}
+
+/// A write in progress: commit once the indexes hold the change.
+pub struct Staged {
+    tx: Transaction<'static, Any>,
+    /// The document and chunks before this write (to restore indexes if the
+    /// commit fails), or `None` for a new document.
+    pub previous: Option<(Document, Vec<ChunkRow>)>,
+    pub document: Option<Document>,
+}
+
+impl Staged {
+    pub async fn commit(self) -> Result<(), CatalogError> {
+        Ok(self.tx.commit().await?)
+    }
+    pub async fn rollback(self) -> Result<(), CatalogError> {
+        Ok(self.tx.rollback().await?)
+    }
+}
+
+const DOC_COLUMNS: &str = "id, tenant, title, source, content_type, content_hash, version, acl, metadata, created_by, created_us, updated_us, chunk_count, bytes";
+
+impl Catalog {
+    /// Uses the database the audit store opened (migrations applied there).
+    pub fn new(pool: AnyPool, postgres: bool) -> Self {
+        Self { pool, postgres }
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Any>, CatalogError> {
+        Ok(if self.postgres {
+            self.pool.begin().await?
+        } else {
+            self.pool.begin_with("BEGIN IMMEDIATE").await?
+        })
+    }
+
+    async fn get_in(
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+        lock: bool,
+    ) -> Result<Option<(Document, Vec<ChunkRow>)>, CatalogError> {
+        let sql = format!(
+            "SELECT {DOC_COLUMNS} FROM documents WHERE id = $1{}",
+            if lock { " FOR UPDATE" } else { "" }
+        );
+        let Some(row) = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_owned())
+            .fetch_optional(&mut **tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let doc = document_from_row(&row)?;
+        let chunks = sqlx::query("SELECT chunk_id, ordinal, text, tokens FROM chunks WHERE document_id = $1 ORDER BY ordinal")
+            .bind(id.to_owned())
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(chunk_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((doc, chunks)))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Document>, CatalogError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {DOC_COLUMNS} FROM documents WHERE id = $1"
+        )))
+        .bind(id.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| document_from_row(&r)).transpose()
+    }
+
+    pub async fn chunks(&self, id: &str) -> Result<Vec<ChunkRow>, CatalogError> {
+        sqlx::query("SELECT chunk_id, ordinal, text, tokens FROM chunks WHERE document_id = $1 ORDER BY ordinal")
+            .bind(id.to_owned())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(chunk_from_row)
+            .collect()
+    }
+
+    /// Looks the document up under a write lock, for the caller to decide.
+    pub async fn begin_write(&self, id: &str) -> Result<Staged, CatalogError> {
+        let mut tx = self.begin().await?;
+        let previous = Self::get_in(&mut tx, id, self.postgres).await?;
+        Ok(Staged {
+            tx,
+            previous,
+            document: None,
+        })
+    }
+
+    /// Stages `doc` (its version set to the previous one plus one) and its chunks.
+    pub async fn stage_upsert(
+        &self,
+        staged: &mut Staged,
+        mut doc: Document,
+        chunks: &[ChunkRow],
+    ) -> Result<Document, CatalogError> {
+        let tx = &mut staged.tx;
+        if let Some((prev, _)) = &staged.previous {
+            doc.version = prev.version + 1;
+            doc.created_us = prev.created_us;
+            doc.created_by = prev.created_by.clone();
+            Self::delete_rows(tx, &doc.id).await?;
+        } else {
+            doc.version = 1;
+        }
+        doc.chunk_count = i64::try_from(chunks.len()).unwrap_or(i64::MAX);
+        let acl = serde_json::to_string(&doc.acl).unwrap_or_default();
+        let meta = serde_json::to_string(&doc.metadata).unwrap_or_default();
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO documents ({DOC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        )))
+        .bind(doc.id.clone())
+        .bind(doc.tenant.clone())
+        .bind(doc.title.clone())
+        .bind(doc.source.clone())
+        .bind(doc.content_type.clone())
+        .bind(doc.content_hash.clone())
+        .bind(doc.version)
+        .bind(acl)
+        .bind(meta)
+        .bind(doc.created_by.clone())
+        .bind(doc.created_us)
+        .bind(doc.updated_us)
+        .bind(doc.chunk_count)
+        .bind(doc.bytes)
+        .execute(&mut **tx)
+        .await?;
+        for (kind, list) in [("g", &doc.acl.groups), ("u", &doc.acl.users)] {
+            for p in list {
+                sqlx::query(
+                    "INSERT INTO document_acl (document_id, kind, principal) VALUES ($1, $2, $3)",
+                )
+                .bind(doc.id.clone())
+                .bind(kind)
+                .bind(p.clone())
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        for (k, v) in &doc.metadata {
+            sqlx::query(
+                "INSERT INTO document_metadata (document_id, key, value) VALUES ($1, $2, $3)",
+            )
+            .bind(doc.id.clone())
+            .bind(k.clone())
+            .bind(v.clone())
+            .execute(&mut **tx)
+            .await?;
+        }
+        for batch in chunks.chunks(100) {
+            let mut sql = String::from(
+                "INSERT INTO chunks (chunk_id, document_id, ordinal, text, tokens) VALUES ",
+            );
+            for i in 0..batch.len() {
+                let b = i * 5;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                ));
+            }
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for c in batch {
+                q = q
+                    .bind(c.chunk_id.clone())
+                    .bind(doc.id.clone())
+                    .bind(c.ordinal)
+                    .bind(c.text.clone())
+                    .bind(c.tokens);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        staged.document = Some(doc.clone());
+        Ok(doc)
+    }
+
+    /// Stages the removal of the staged document.
+    pub async fn stage_delete(&self, staged: &mut Staged) -> Result<(), CatalogError> {
+        if let Some((prev, _)) = &staged.previous {
+            let id = prev.id.clone();
+            Self::delete_rows(&mut staged.tx, &id).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_rows(tx: &mut Transaction<'static, Any>, id: &str) -> Result<(), CatalogError> {
+        for table in ["chunks", "document_acl", "document_metadata", "documents"] {
+            let column = if table == "documents" {
+                "id"
+            } else {
+                "document_id"
+            };
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE {column} = $1"
+            )))
+            .bind(id.to_owned())
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Documents the principal may see, in its tenant, by id; cursor-paged.
+    pub async fn list(
+        &self,
+        who: &Principal,
+        filter: &ListFilter,
+    ) -> Result<DocumentPage, CatalogError> {
+        let mut args: Vec<String> = Vec::new();
+        let bind = |v: String, args: &mut Vec<String>| {
+            args.push(v);
+            format!("${}", args.len())
+        };
+        let mut sql = format!(
+            "SELECT {DOC_COLUMNS} FROM documents d WHERE d.tenant = {}",
+            bind(who.tenant.clone(), &mut args)
+        );
+        let mut who_sql = format!(
+            "SELECT document_id FROM document_acl WHERE (kind = 'u' AND principal = {})",
+            bind(who.subject.clone(), &mut args)
+        );
+        if !who.groups.is_empty() {
+            let groups: Vec<String> = who
+                .groups
+                .iter()
+                .map(|g| bind(g.clone(), &mut args))
+                .collect();
+            who_sql.push_str(&format!(
+                " OR (kind = 'g' AND principal IN ({}))",
+                groups.join(", ")
+            ));
+        }
+        sql.push_str(&format!(" AND d.id IN ({who_sql})"));
+        for (k, v) in &filter.metadata {
+            let (k, v) = (bind(k.clone(), &mut args), bind(v.clone(), &mut args));
+            sql.push_str(&format!(" AND d.id IN (SELECT document_id FROM document_metadata WHERE key = {k} AND value = {v})"));
+        }
+        if let Some(c) = &filter.cursor {
+            sql.push_str(&format!(" AND d.id > {}", bind(c.clone(), &mut args)));
+        }
+        let limit = filter.limit.clamp(1, 1000);
+        sql.push_str(&format!(" ORDER BY d.id LIMIT {}", limit + 1));
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for a in args {
+            q = q.bind(a);
+        }
+        let mut documents = q
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(document_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if documents.len() > limit as usize {
+            documents.truncate(limit as usize);
+            documents.last().map(|d| d.id.clone())
+        } else {
+            None
+        };
+        Ok(DocumentPage {
+            documents,
+            next_cursor,
+        })
+    }
+
+    /// Every document id with its chunk count (consistency checks, rebuilds).
+    pub async fn all_ids(&self) -> Result<BTreeMap<String, i64>, CatalogError> {
+        let rows = sqlx::query("SELECT id, chunk_count FROM documents")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("id")?,
+                    r.try_get::<i64, _>("chunk_count")?,
+                ))
+            })
+            .collect()
+    }
+}
+
+fn document_from_row(r: &AnyRow) -> Result<Document, CatalogError> {
+    let id: String = r.try_get("id")?;
+    let corrupt = |m: String| CatalogError::Corrupt {
+        id: id.clone(),
+        message: m,
+    };
+    Ok(Document {
+        tenant: r.try_get("tenant")?,
+        title: r.try_get("title")?,
+        source: r.try_get("source")?,
+        content_type: r.try_get("content_type")?,
+        content_hash: r.try_get("content_hash")?,
+        version: r.try_get("version")?,
+        acl: serde_json::from_str(&r.try_get::<String, _>("acl")?)
+            .map_err(|e| corrupt(e.to_string()))?,
+        metadata: serde_json::from_str(&r.try_get::<String, _>("metadata")?)
+            .map_err(|e| corrupt(e.to_string()))?,
+        created_by: r.try_get("created_by")?,
+        created_us: r.try_get("created_us")?,
+        updated_us: r.try_get("updated_us")?,
+        chunk_count: r.try_get("chunk_count")?,
+        bytes: r.try_get("bytes")?,
+        id,
+    })
+}
+
+fn chunk_from_row(r: &AnyRow) -> Result<ChunkRow, CatalogError> {
+    Ok(ChunkRow {
+        chunk_id: r.try_get("chunk_id")?,
+        ordinal: r.try_get("ordinal")?,
+        text: r.try_get("text")?,
+        tokens: r.try_get("tokens")?,
+    })
+}

@@ -39,6 +39,60 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub audit: AuditSettings,
     pub telemetry: TelemetrySettings,
+    pub models: ModelSettings,
+    pub ingest: IngestSettings,
+    pub search: SearchSettings,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Where `scripts/setup-models` put the model files. Empty:
+    /// `$SOVRA_MODELS_DIR`, else `~/.cache/sovra/models`.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Largest accepted upload, in bytes (413 past it).
+    pub max_document_bytes: usize,
+    /// Most bytes a DOCX may decompress to.
+    pub max_unpacked_bytes: u64,
+    /// Most characters of text extracted from one document.
+    pub max_text_chars: usize,
+    /// Most tokens in one chunk (the embedding model's tokenizer counts).
+    pub chunk_max_tokens: usize,
+    /// Tokens repeated between consecutive chunks.
+    pub chunk_overlap_tokens: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            max_document_bytes: 20 * 1024 * 1024,
+            max_unpacked_bytes: 64 * 1024 * 1024,
+            max_text_chars: 8 * 1024 * 1024,
+            chunk_max_tokens: 200,
+            chunk_overlap_tokens: 40,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchSettings {
+    pub default_top_k: usize,
+    pub max_top_k: usize,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        Self {
+            default_top_k: 10,
+            max_top_k: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -200,6 +254,11 @@ pub struct AuditSettings {
     pub retention_days: u32,
     /// How often the server prunes past retention, in seconds.
     pub prune_interval_secs: u64,
+    /// What the audit record keeps of a search query or question: `plain`
+    /// (the text) or `hash` (SHA-256 of `query_salt` and the text).
+    pub query_policy: QueryPolicy,
+    /// Salt for `query_policy = "hash"`; keep it secret.
+    pub query_salt: String,
     /// Ed25519 key that signs retention checkpoints. Keep it out of the
     /// database's reach. Empty: `<data_dir>/audit-checkpoint.key`.
     pub checkpoint_key_file: Option<PathBuf>,
@@ -213,9 +272,18 @@ impl Default for AuditSettings {
             queue_capacity: 8192,
             retention_days: 0,
             prune_interval_secs: 3600,
+            query_policy: QueryPolicy::Plain,
+            query_salt: String::new(),
             checkpoint_key_file: None,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryPolicy {
+    Plain,
+    Hash,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -333,6 +401,30 @@ impl Settings {
                 });
             }
         }
+        if self.audit.query_policy == QueryPolicy::Hash && self.audit.query_salt.len() < 16 {
+            return Err(ConfigError::Invalid {
+                key: "audit.query_salt",
+                message: "must be at least 16 bytes when audit.query_policy = \"hash\"".into(),
+            });
+        }
+        if self.ingest.chunk_max_tokens < 16 || self.ingest.chunk_max_tokens > 256 {
+            return Err(ConfigError::Invalid {
+                key: "ingest.chunk_max_tokens",
+                message: "must be between 16 and 256 (the embedding model reads 256 tokens)".into(),
+            });
+        }
+        if self.ingest.chunk_overlap_tokens >= self.ingest.chunk_max_tokens / 2 {
+            return Err(ConfigError::Invalid {
+                key: "ingest.chunk_overlap_tokens",
+                message: "must be less than half of ingest.chunk_max_tokens".into(),
+            });
+        }
+        if self.search.default_top_k == 0 || self.search.default_top_k > self.search.max_top_k {
+            return Err(ConfigError::Invalid {
+                key: "search.default_top_k",
+                message: "must be between 1 and search.max_top_k".into(),
+            });
+        }
         if self.audit.batch_max == 0 {
             return Err(ConfigError::Invalid {
                 key: "audit.batch_max",
@@ -369,6 +461,28 @@ impl Settings {
         } else {
             self.database.url.clone()
         }
+    }
+
+    /// Where the model files are.
+    pub fn models_dir(&self) -> PathBuf {
+        if let Some(d) = &self.models.dir {
+            return d.clone();
+        }
+        if let Ok(d) = std::env::var("SOVRA_MODELS_DIR") {
+            return PathBuf::from(d);
+        }
+        let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+        PathBuf::from(home).join(".cache/sovra/models")
+    }
+
+    /// The embedding model's tokenizer (chunking counts its tokens).
+    pub fn tokenizer_file(&self) -> PathBuf {
+        self.models_dir().join("all-minilm-l6-v2/tokenizer.json")
+    }
+
+    /// Where the lexical index lives.
+    pub fn index_dir(&self) -> PathBuf {
+        self.storage.data_dir.join("index/tantivy")
     }
 
     /// Where the retention checkpoint signing key lives.

@@ -55,6 +55,9 @@ macro_rules! policy {
     };
 }
 policy!(AnyPrincipal, Permission::Whoami);
+policy!(Read, Permission::Read);
+policy!(Ingest, Permission::Ingest);
+policy!(Browse, Permission::Browse);
 policy!(AuditRead, Permission::AuditRead);
 policy!(AuditAdmin, Permission::AuditAdmin);
 
@@ -147,20 +150,32 @@ impl<T: DeserializeOwned + 'static> FromRequest for ValidJson<T> {
                     Problem::new(ErrorCode::InvalidJson, "the request body could not be read")
                 }
             })?;
-            let de = &mut serde_json::Deserializer::from_slice(&bytes);
-            serde_path_to_error::deserialize(de)
-                .map(ValidJson)
-                .map_err(|e| {
-                    let path = e.path().to_string();
-                    let inner = e.into_inner();
-                    let problem = Problem::new(ErrorCode::InvalidJson, inner.to_string());
-                    if path == "." {
-                        problem
-                    } else {
-                        problem.field(path)
-                    }
-                })
+            Self::parse(&bytes)
         })
+    }
+}
+
+impl<T: DeserializeOwned> ValidJson<T> {
+    /// Parses a JSON body; errors name the field at fault.
+    pub fn parse(bytes: &[u8]) -> Result<Self, Problem> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize(de)
+            .map(ValidJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                let field = if path == "." {
+                    // serde names missing and unknown fields in the message.
+                    message.split('`').nth(1).map(str::to_owned)
+                } else {
+                    Some(path)
+                };
+                let problem = Problem::new(ErrorCode::InvalidJson, message);
+                match field {
+                    Some(f) => problem.field(f),
+                    None => problem,
+                }
+            })
     }
 }
 

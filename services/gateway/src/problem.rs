@@ -18,6 +18,8 @@ pub enum ErrorCode {
     InvalidParameter,
     UnsupportedMediaType,
     PayloadTooLarge,
+    UnprocessableDocument,
+    Conflict,
     AuditUnavailable,
     NotReady,
     Timeout,
@@ -26,7 +28,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     #[cfg(test)]
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -35,6 +37,8 @@ impl ErrorCode {
         ErrorCode::InvalidParameter,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::UnprocessableDocument,
+        ErrorCode::Conflict,
         ErrorCode::AuditUnavailable,
         ErrorCode::NotReady,
         ErrorCode::Timeout,
@@ -74,6 +78,12 @@ impl ErrorCode {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Request body too large",
             ),
+            ErrorCode::UnprocessableDocument => (
+                "unprocessable_document",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Document could not be read",
+            ),
+            ErrorCode::Conflict => ("conflict", StatusCode::CONFLICT, "Conflict"),
             ErrorCode::AuditUnavailable => (
                 "audit_unavailable",
                 StatusCode::SERVICE_UNAVAILABLE,

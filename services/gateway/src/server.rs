@@ -47,6 +47,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
             "auth.development is on: HS256 development tokens are accepted; never run so in production"
         );
     }
+    let documents = Arc::new(open_documents(&settings, &store)?);
     let settings = Arc::new(settings);
     let state = web::Data::new(AppState {
         settings: settings.clone(),
@@ -55,6 +56,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         store,
         metrics,
         checkpoint_key,
+        documents,
     });
     let body_limit = settings.server.body_limit_bytes;
     let mut server = HttpServer::new(move || {
@@ -103,4 +105,41 @@ fn spawn_retention(settings: &Settings, store: sovra_audit::SqlStore, key: Arc<C
             }
         }
     });
+}
+
+/// The catalog, the lexical index and the chunker, for `sovra serve`.
+pub fn open_documents(
+    settings: &Settings,
+    store: &sovra_audit::SqlStore,
+) -> anyhow::Result<sovra_ingest::DocumentService> {
+    let tokenizer = settings.tokenizer_file();
+    if !tokenizer.exists() {
+        anyhow::bail!(
+            "the embedding model's tokenizer is missing at {}: run scripts/setup-models (or set models.dir)",
+            tokenizer.display()
+        );
+    }
+    let i = &settings.ingest;
+    let chunker = sovra_ingest::Chunker::from_file(
+        &tokenizer,
+        sovra_ingest::ChunkerConfig {
+            max_tokens: i.chunk_max_tokens,
+            overlap_tokens: i.chunk_overlap_tokens,
+        },
+    )?;
+    let index = sovra_index::LexicalIndex::open(&settings.index_dir())?;
+    let catalog = sovra_catalog::Catalog::new(
+        store.pool().clone(),
+        store.backend() == sovra_audit::Backend::Postgres,
+    );
+    let limits = sovra_ingest::Limits {
+        max_unpacked_bytes: i.max_unpacked_bytes,
+        max_text_chars: i.max_text_chars,
+    };
+    Ok(sovra_ingest::DocumentService::new(
+        catalog,
+        Arc::new(index),
+        Arc::new(chunker),
+        limits,
+    ))
 }

@@ -1,8 +1,10 @@
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
 use sovra_audit::{AuditSink, CheckpointKey, SqlStore};
 use sovra_auth::Authenticator;
-use sovra_config::Settings;
+use sovra_config::{QueryPolicy, Settings};
+use sovra_ingest::DocumentService;
 use sovra_telemetry::Metrics;
 
 /// What every handler shares; built once at start-up.
@@ -13,4 +15,20 @@ pub struct AppState {
     pub store: SqlStore,
     pub metrics: Metrics,
     pub checkpoint_key: Arc<CheckpointKey>,
+    pub documents: Arc<DocumentService>,
+}
+
+impl AppState {
+    /// What the audit record keeps of a query, by `audit.query_policy`.
+    pub fn query_record(&self, query: &str) -> serde_json::Value {
+        match self.settings.audit.query_policy {
+            QueryPolicy::Plain => serde_json::json!({"text": query}),
+            QueryPolicy::Hash => {
+                let mut h = Sha256::new();
+                h.update(self.settings.audit.query_salt.as_bytes());
+                h.update(query.as_bytes());
+                serde_json::json!({"sha256": hex::encode(h.finalize())})
+            }
+        }
+    }
 }

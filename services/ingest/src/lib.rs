@@ -3,9 +3,11 @@
 
 mod chunk;
 mod parse;
+mod service;
 
 pub use chunk::{Chunk, Chunker, ChunkerConfig};
-pub use parse::{Block, Format, Limits, parse};
+pub use parse::{Block, DOCX_MIME, Format, Limits, parse};
+pub use service::{DocumentService, NewDocument, Outcome, ServiceError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IngestError {

@@ -2,7 +2,9 @@
 //! document under docs/ must list each (a test checks).
 
 mod audit;
+mod documents;
 mod health;
+mod search;
 mod whoami;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -62,6 +64,31 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/audit/prune",
         action: "audit.prune",
     },
+    Route {
+        method: "POST",
+        path: "/v1/documents",
+        action: "document.write",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/documents",
+        action: "document.list",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/documents/{id}",
+        action: "document.read",
+    },
+    Route {
+        method: "DELETE",
+        path: "/v1/documents/{id}",
+        action: "document.delete",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/search",
+        action: "search",
+    },
 ];
 
 /// The audit action of a matched route; `unknown` for anything else.
@@ -82,7 +109,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/audit/events/{id}").route(web::get().to(audit::event)))
         .service(resource("/v1/audit/export").route(web::get().to(audit::export)))
         .service(resource("/v1/audit/verify").route(web::get().to(audit::verify)))
-        .service(resource("/v1/audit/prune").route(web::post().to(audit::prune)));
+        .service(resource("/v1/audit/prune").route(web::post().to(audit::prune)))
+        .service(
+            resource("/v1/documents")
+                .route(web::post().to(documents::create))
+                .route(web::get().to(documents::list)),
+        )
+        .service(
+            resource("/v1/documents/{id}")
+                .route(web::get().to(documents::get))
+                .route(web::delete().to(documents::delete)),
+        )
+        .service(resource("/v1/search").route(web::post().to(search::search)));
 }
 
 fn resource(path: &str) -> actix_web::Resource {

@@ -1,0 +1,459 @@
+//! Documents: write (JSON or multipart), list, open, delete.
+
+use std::collections::BTreeMap;
+
+use actix_multipart::Multipart;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use base64::Engine;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sovra_auth::Acl;
+use sovra_catalog::ListFilter;
+use sovra_ingest::{Format, IngestError, NewDocument, ServiceError};
+
+use crate::extract::{AuditCtx, Authorized, Browse, Ingest, ValidJson};
+use crate::problem::{ErrorCode, Problem};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentJson {
+    id: Option<String>,
+    title: String,
+    text: Option<String>,
+    /// Base64 of the file's bytes, with `content_type`.
+    content: Option<String>,
+    content_type: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, Value>,
+    tenant: Option<String>,
+    acl: Acl,
+}
+
+pub fn problem_of(e: ServiceError) -> Problem {
+    match e {
+        ServiceError::Ingest(IngestError::Unsupported(t)) => Problem::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("unsupported document type `{t}` (supported: text/plain, text/markdown, text/html, application/pdf, DOCX)"),
+        )
+        .field("content_type"),
+        ServiceError::Ingest(IngestError::TooLarge(m)) => Problem::new(ErrorCode::PayloadTooLarge, m),
+        ServiceError::Ingest(e @ (IngestError::Corrupt(_) | IngestError::Empty)) => {
+            Problem::new(ErrorCode::UnprocessableDocument, e.to_string()).reason("document_unreadable")
+        }
+        ServiceError::Conflict(id) => {
+            Problem::new(ErrorCode::Conflict, format!("document `{id}` belongs to another tenant")).field("id")
+        }
+        other => {
+            tracing::error!(error = %other, "document write failed");
+            Problem::internal("the document could not be stored; nothing was written")
+        }
+    }
+}
+
+fn valid_id(id: &str) -> Result<(), Problem> {
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return Err(Problem::invalid_parameter(
+            "id",
+            "1 to 128 characters of A-Z, a-z, 0-9, '-', '_', '.', ':'",
+        ));
+    }
+    Ok(())
+}
+
+fn flat_metadata(meta: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, Problem> {
+    meta.into_iter()
+        .map(|(k, v)| {
+            let field = format!("metadata.{k}");
+            if k.is_empty() || k.len() > 64 {
+                return Err(Problem::invalid_parameter(
+                    &field,
+                    "keys are 1 to 64 characters",
+                ));
+            }
+            let v = match v {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(Problem::invalid_parameter(
+                        &field,
+                        "values are strings, numbers or booleans",
+                    ));
+                }
+            };
+            Ok((k, v))
+        })
+        .collect()
+}
+
+/// Checks the fields every write shares and fills in defaults.
+fn prepare(
+    auth: &Authorized<Ingest>,
+    id: Option<String>,
+    title: String,
+    tenant: Option<String>,
+    acl: Acl,
+) -> Result<(String, String, String, Acl), Problem> {
+    let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    valid_id(&id)?;
+    let title = title.trim().to_owned();
+    if title.is_empty() || title.chars().count() > 512 {
+        return Err(Problem::invalid_parameter("title", "1 to 512 characters"));
+    }
+    let tenant = tenant.unwrap_or_else(|| auth.principal.tenant.clone());
+    if tenant != auth.principal.tenant {
+        return Err(Problem::new(
+            ErrorCode::Forbidden,
+            "documents can be written to your own tenant only",
+        )
+        .field("tenant")
+        .reason("cross_tenant"));
+    }
+    let acl = acl.normalized();
+    if acl.groups.is_empty() && acl.users.is_empty() {
+        return Err(Problem::invalid_parameter(
+            "acl",
+            "name at least one group or user who may read the document",
+        ));
+    }
+    Ok((id, title, tenant, acl))
+}
+
+async fn store(
+    state: &AppState,
+    audit: &AuditCtx,
+    doc: NewDocument,
+) -> Result<HttpResponse, Problem> {
+    let id = doc.id.clone();
+    audit.0.borrow_mut().document_ids.push(id.clone());
+    let outcome = state.documents.ingest(doc).await.map_err(problem_of)?;
+    let d = &outcome.document;
+    audit.detail(
+        "document",
+        json!({"id": d.id, "version": d.version, "chunks": d.chunk_count, "unchanged": outcome.unchanged, "content_hash": d.content_hash}),
+    );
+    let body = json!({
+        "id": d.id, "version": d.version, "chunks": d.chunk_count, "unchanged": outcome.unchanged,
+        "created": outcome.created, "content_hash": d.content_hash, "title": d.title, "tenant": d.tenant,
+    });
+    Ok(if outcome.created {
+        HttpResponse::Created().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
+}
+
+/// `POST /v1/documents`: JSON, or multipart with a `file` part.
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    auth: Authorized<Ingest>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let essence = req
+        .mime_type()
+        .ok()
+        .flatten()
+        .map(|m| m.essence_str().to_owned())
+        .unwrap_or_default();
+    match essence.as_str() {
+        "application/json" => {
+            let limit = state.settings.ingest.max_document_bytes * 4 / 3 + 64 * 1024;
+            let body = read_limited(payload, limit).await?;
+            let json = ValidJson::<DocumentJson>::parse(&body)?.0;
+            create_json(auth, json, &state).await
+        }
+        "multipart/form-data" => {
+            let multipart = Multipart::new(req.headers(), payload);
+            create_multipart(auth, multipart, &state).await
+        }
+        _ => Err(Problem::new(
+            ErrorCode::UnsupportedMediaType,
+            "send application/json or multipart/form-data",
+        )
+        .field("content-type")),
+    }
+}
+
+async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, Problem> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            Problem::new(ErrorCode::InvalidJson, "the request body could not be read")
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(Problem::new(
+                ErrorCode::PayloadTooLarge,
+                "the request body exceeds ingest.max_document_bytes",
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn create_json(
+    auth: Authorized<Ingest>,
+    j: DocumentJson,
+    state: &AppState,
+) -> Result<HttpResponse, Problem> {
+    let (id, title, tenant, acl) = prepare(&auth, j.id, j.title, j.tenant, j.acl)?;
+    let metadata = flat_metadata(j.metadata)?;
+    let (format, bytes) = match (j.text, j.content) {
+        (Some(text), None) => (Format::Text, text.into_bytes()),
+        (None, Some(content)) => {
+            let ct = j.content_type.ok_or_else(|| {
+                Problem::invalid_parameter("content_type", "required with content")
+            })?;
+            let format =
+                Format::from_content_type(&ct).map_err(|e| problem_of(ServiceError::Ingest(e)))?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(content.as_bytes())
+                .map_err(|_| Problem::invalid_parameter("content", "not valid base64"))?;
+            (format, bytes)
+        }
+        _ => {
+            return Err(Problem::invalid_parameter(
+                "text",
+                "give exactly one of text or content",
+            ));
+        }
+    };
+    if bytes.len() > state.settings.ingest.max_document_bytes {
+        return Err(Problem::new(
+            ErrorCode::PayloadTooLarge,
+            "the document exceeds ingest.max_document_bytes",
+        ));
+    }
+    let doc = NewDocument {
+        id,
+        tenant,
+        title,
+        source: "api".into(),
+        format,
+        bytes,
+        acl,
+        metadata,
+        created_by: auth.principal.subject.clone(),
+    };
+    store(state, &auth.audit, doc).await
+}
+
+const FIELD_LIMIT: usize = 64 * 1024;
+
+async fn create_multipart(
+    auth: Authorized<Ingest>,
+    mut mp: Multipart,
+    state: &AppState,
+) -> Result<HttpResponse, Problem> {
+    let max = state.settings.ingest.max_document_bytes;
+    let mut fields: BTreeMap<String, String> = BTreeMap::new();
+    let mut file: Option<(String, Option<String>, Vec<u8>)> = None;
+    while let Some(part) = mp.next().await {
+        let mut part = part.map_err(|e| Problem::invalid_parameter("multipart", e.to_string()))?;
+        let name = part
+            .content_disposition()
+            .and_then(|cd| cd.get_name())
+            .unwrap_or_default()
+            .to_owned();
+        let filename = part
+            .content_disposition()
+            .and_then(|cd| cd.get_filename())
+            .map(str::to_owned);
+        let ct = part.content_type().map(|m| m.essence_str().to_owned());
+        let limit = if name == "file" { max } else { FIELD_LIMIT };
+        let mut data = Vec::new();
+        while let Some(chunk) = part.next().await {
+            let chunk = chunk.map_err(|e| Problem::invalid_parameter(&name, e.to_string()))?;
+            if data.len() + chunk.len() > limit {
+                return Err(Problem::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("part `{name}` exceeds its limit ({limit} bytes)"),
+                )
+                .field(name));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        match name.as_str() {
+            "file" => file = Some((filename.unwrap_or_else(|| "upload".into()), ct, data)),
+            "id" | "title" | "tenant" | "acl_groups" | "acl_users" | "metadata" => {
+                let v = String::from_utf8(data)
+                    .map_err(|_| Problem::invalid_parameter(&name, "not UTF-8"))?;
+                fields.insert(name, v);
+            }
+            other => return Err(Problem::invalid_parameter(other, "unknown form field")),
+        }
+    }
+    let (filename, ct, bytes) =
+        file.ok_or_else(|| Problem::invalid_parameter("file", "a `file` part is required"))?;
+    let format = match ct.as_deref().filter(|c| *c != "application/octet-stream") {
+        Some(c) => Format::from_content_type(c)
+            .or_else(|_| Format::from_path(std::path::Path::new(&filename))),
+        None => Format::from_path(std::path::Path::new(&filename)),
+    }
+    .map_err(|e| problem_of(ServiceError::Ingest(e)))?;
+    let list = |k: &str| -> Vec<String> {
+        fields
+            .get(k)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let acl = Acl {
+        groups: list("acl_groups"),
+        users: list("acl_users"),
+    };
+    let metadata: BTreeMap<String, Value> = match fields.get("metadata") {
+        Some(m) => serde_json::from_str(m).map_err(|e| {
+            Problem::invalid_parameter("metadata", format!("not a JSON object: {e}"))
+        })?,
+        None => BTreeMap::new(),
+    };
+    let title = fields
+        .get("title")
+        .cloned()
+        .unwrap_or_else(|| filename.clone());
+    let (id, title, tenant, acl) = prepare(
+        &auth,
+        fields.get("id").cloned(),
+        title,
+        fields.get("tenant").cloned(),
+        acl,
+    )?;
+    let doc = NewDocument {
+        id,
+        tenant,
+        title,
+        source: filename,
+        format,
+        bytes,
+        acl,
+        metadata: flat_metadata(metadata)?,
+        created_by: auth.principal.subject.clone(),
+    };
+    store(state, &auth.audit, doc).await
+}
+
+/// `GET /v1/documents`: documents the caller may see; `metadata.KEY=VALUE` filters.
+pub async fn list(
+    req: HttpRequest,
+    auth: Authorized<Browse>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let mut filter = ListFilter {
+        limit: 50,
+        ..Default::default()
+    };
+    for (k, v) in form_urlencoded::parse(req.query_string().as_bytes()) {
+        match k.as_ref() {
+            "cursor" => filter.cursor = Some(v.into_owned()),
+            "limit" => {
+                filter.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| {
+                        Problem::invalid_parameter("limit", "must be between 1 and 1000")
+                    })?;
+            }
+            "tenant" if v != auth.principal.tenant => {
+                return Err(Problem::new(
+                    ErrorCode::Forbidden,
+                    "you can list your own tenant's documents only",
+                )
+                .field("tenant"));
+            }
+            "tenant" => {}
+            key => match key.strip_prefix("metadata.") {
+                Some(mk) if !mk.is_empty() => {
+                    filter.metadata.insert(mk.to_owned(), v.into_owned());
+                }
+                _ => {
+                    return Err(Problem::invalid_parameter(
+                        key,
+                        "unknown parameter (use cursor, limit, tenant or metadata.KEY)",
+                    ));
+                }
+            },
+        }
+    }
+    let page = state
+        .documents
+        .catalog()
+        .list(&auth.principal, &filter)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "catalog list failed");
+            Problem::internal("the catalog could not be read")
+        })?;
+    auth.audit.detail("listed", json!(page.documents.len()));
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// `GET /v1/documents/{id}`.
+pub async fn get(
+    id: web::Path<String>,
+    auth: Authorized<Browse>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    auth.audit.0.borrow_mut().document_ids.push(id.to_string());
+    let doc = state
+        .documents
+        .catalog()
+        .get(&id)
+        .await
+        .map_err(|_| Problem::internal("the catalog could not be read"))?;
+    match doc {
+        Some(d) if auth.principal.may_see(&d.tenant, &d.acl) => Ok(HttpResponse::Ok().json(d)),
+        _ => Err(Problem::new(
+            ErrorCode::NotFound,
+            "no document with that id is visible to you",
+        )),
+    }
+}
+
+/// `DELETE /v1/documents/{id}`: from the catalog and every index.
+pub async fn delete(
+    id: web::Path<String>,
+    auth: Authorized<Ingest>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    auth.audit.0.borrow_mut().document_ids.push(id.to_string());
+    let visible = state
+        .documents
+        .catalog()
+        .get(&id)
+        .await
+        .map_err(|_| Problem::internal("the catalog could not be read"))?
+        .is_some_and(|d| auth.principal.may_see(&d.tenant, &d.acl));
+    if !visible {
+        return Err(Problem::new(
+            ErrorCode::NotFound,
+            "no document with that id is visible to you",
+        ));
+    }
+    match state.documents.delete(&id).await.map_err(problem_of)? {
+        Some(d) => {
+            auth.audit.detail(
+                "document",
+                json!({"id": d.id, "version": d.version, "chunks": d.chunk_count, "deleted": true}),
+            );
+            Ok(HttpResponse::NoContent().finish())
+        }
+        None => Err(Problem::new(
+            ErrorCode::NotFound,
+            "no document with that id is visible to you",
+        )),
+    }
+}
