@@ -34,6 +34,8 @@ enum Command {
     Migrate,
     /// Mint a development token with the HS256 development secret.
     Token(cli::TokenArgs),
+    /// Ingest files and folders through a running gateway.
+    Ingest(cli::IngestArgs),
     /// Verify, export and prune the audit trail.
     Audit {
         #[command(subcommand)]
@@ -95,6 +97,7 @@ fn main() -> ExitCode {
             Command::Serve => server::serve(settings).await,
             Command::Migrate => cli::migrate(&settings).await,
             Command::Token(args) => cli::token(&settings, &args),
+            Command::Ingest(args) => cli::ingest(&settings, args).await,
             Command::Audit { command } => match command {
                 AuditCommand::Verify => cli::audit_verify(&settings).await,
                 AuditCommand::Export {
