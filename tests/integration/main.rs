@@ -8,4 +8,5 @@ mod audit;
 mod auth;
 mod config;
 mod crash;
+mod documents;
 mod http;

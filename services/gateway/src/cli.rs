@@ -227,7 +227,11 @@ pub struct IngestArgs {
 }
 
 fn walk(root: &std::path::Path, out: &mut Vec<(PathBuf, String)>) -> std::io::Result<()> {
-    fn visit(base: &std::path::Path, dir: &std::path::Path, out: &mut Vec<(PathBuf, String)>) -> std::io::Result<()> {
+    fn visit(
+        base: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut Vec<(PathBuf, String)>,
+    ) -> std::io::Result<()> {
         let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
@@ -239,7 +243,11 @@ fn walk(root: &std::path::Path, out: &mut Vec<(PathBuf, String)>) -> std::io::Re
             if e.file_type()?.is_dir() {
                 visit(base, &path, out)?;
             } else {
-                let rel = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(base)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .into_owned();
                 out.push((path, rel));
             }
         }
@@ -248,7 +256,10 @@ fn walk(root: &std::path::Path, out: &mut Vec<(PathBuf, String)>) -> std::io::Re
     if root.is_dir() {
         visit(root, root, out)
     } else {
-        let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         out.push((root.to_path_buf(), name));
         Ok(())
     }
@@ -257,7 +268,13 @@ fn walk(root: &std::path::Path, out: &mut Vec<(PathBuf, String)>) -> std::io::Re
 fn document_id(prefix: &str, rel: &str) -> String {
     let id: String = format!("{prefix}{rel}")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.:".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.:".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     id.chars().take(128).collect()
 }
@@ -314,7 +331,12 @@ pub async fn ingest(settings: &Settings, args: IngestArgs) -> anyhow::Result<Exi
             if let Some(t) = &args.tenant {
                 form = form.text("tenant", t.clone());
             }
-            let resp = client.post(&url).bearer_auth(&token).multipart(form).send().await?;
+            let resp = client
+                .post(&url)
+                .bearer_auth(&token)
+                .multipart(form)
+                .send()
+                .await?;
             let status = resp.status();
             let body: serde_json::Value = resp.json().await.unwrap_or_default();
             if status.is_success() {
@@ -347,5 +369,9 @@ pub async fn ingest(settings: &Settings, args: IngestArgs) -> anyhow::Result<Exi
     for (file, why) in &failures {
         println!("  failed: {file}: {why}");
     }
-    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
