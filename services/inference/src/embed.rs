@@ -1,0 +1,275 @@
+//! Sentence embeddings: all-MiniLM-L6-v2 (int8 ONNX) with its WordPiece
+//! tokenizer; mean pooling over the attention mask, then L2 normalisation.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+use crate::InferenceError;
+
+/// A vector and the tokens it took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    pub vector: Vec<f32>,
+    pub tokens: usize,
+}
+
+/// Turns texts into unit vectors. Blocking: call from a blocking thread.
+pub trait Embedder: Send + Sync {
+    fn model_id(&self) -> &str;
+    fn dimensions(&self) -> usize;
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Embedding>, InferenceError>;
+}
+
+pub struct OnnxEmbedder {
+    session: Mutex<Session>,
+    tokenizer: Tokenizer,
+    batch_size: usize,
+    dimensions: usize,
+    model_id: String,
+}
+
+fn rt<E: std::fmt::Display>(e: E) -> InferenceError {
+    InferenceError::Runtime(e.to_string())
+}
+
+/// The longest input the model was trained for.
+pub const MAX_TOKENS: usize = 256;
+
+impl OnnxEmbedder {
+    /// Loads the model and tokenizer; `runtime` is ONNX Runtime's library.
+    pub fn load(
+        runtime: &Path,
+        model: &Path,
+        tokenizer: &Path,
+        intra_threads: usize,
+        batch_size: usize,
+    ) -> Result<Self, InferenceError> {
+        let env = crate::init_runtime(runtime)?;
+        for p in [model, tokenizer] {
+            if !p.exists() {
+                return Err(InferenceError::ModelMissing(p.display().to_string()));
+            }
+        }
+        let session = Session::builder(env)
+            .map_err(rt)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(rt)?
+            .with_intra_threads(intra_threads.max(1))
+            .map_err(rt)?
+            .commit_from_file(model)
+            .map_err(rt)?;
+        let mut tokenizer = Tokenizer::from_file(tokenizer)
+            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..Default::default()
+        }));
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                ..Default::default()
+            }))
+            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+        Ok(Self {
+            session: Mutex::new(session),
+            tokenizer,
+            batch_size: batch_size.max(1),
+            dimensions: 384,
+            model_id: "all-minilm-l6-v2".into(),
+        })
+    }
+
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Embedding>, InferenceError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+        let batch = encodings.len();
+        let seq = encodings.first().map(|e| e.len()).unwrap_or(0);
+        if seq == 0 {
+            return Err(InferenceError::Input("empty input".into()));
+        }
+        let mut ids = Vec::with_capacity(batch * seq);
+        let mut mask = Vec::with_capacity(batch * seq);
+        let mut types = Vec::with_capacity(batch * seq);
+        for e in &encodings {
+            ids.extend(e.get_ids().iter().map(|&x| i64::from(x)));
+            mask.extend(e.get_attention_mask().iter().map(|&x| i64::from(x)));
+            types.extend(e.get_type_ids().iter().map(|&x| i64::from(x)));
+        }
+        let shape = vec![batch as i64, seq as i64];
+        let inputs = vec![
+            (
+                "input_ids",
+                Tensor::from_array((shape.clone(), ids))
+                    .map_err(rt)?
+                    .into_dyn(),
+            ),
+            (
+                "attention_mask",
+                Tensor::from_array((shape.clone(), mask.clone()))
+                    .map_err(rt)?
+                    .into_dyn(),
+            ),
+            (
+                "token_type_ids",
+                Tensor::from_array((shape, types)).map_err(rt)?.into_dyn(),
+            ),
+        ];
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| InferenceError::Runtime("session lock poisoned".into()))?;
+        let outputs = session.run(inputs).map_err(rt)?;
+        let (out_shape, hidden) = outputs["last_hidden_state"]
+            .try_extract_tensor::<f32>()
+            .map_err(rt)?;
+        let dim = out_shape.get(2).copied().unwrap_or(0) as usize;
+        if dim != self.dimensions || hidden.len() != batch * seq * dim {
+            return Err(InferenceError::Runtime(format!(
+                "unexpected output shape {out_shape:?}"
+            )));
+        }
+        let mut result = Vec::with_capacity(batch);
+        for (b, enc) in encodings.iter().enumerate() {
+            let mut pooled = vec![0f32; dim];
+            let mut count = 0f32;
+            for t in 0..seq {
+                if mask[b * seq + t] == 0 {
+                    continue;
+                }
+                count += 1.0;
+                let row = &hidden[(b * seq + t) * dim..(b * seq + t + 1) * dim];
+                for (p, h) in pooled.iter_mut().zip(row) {
+                    *p += h;
+                }
+            }
+            let count = count.max(1.0);
+            pooled.iter_mut().for_each(|p| *p /= count);
+            let norm = pooled.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            pooled.iter_mut().for_each(|p| *p /= norm);
+            let tokens = enc.get_attention_mask().iter().filter(|&&m| m == 1).count();
+            result.push(Embedding {
+                vector: pooled,
+                tokens,
+            });
+        }
+        Ok(result)
+    }
+}
+
+impl Embedder for OnnxEmbedder {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Embedding>, InferenceError> {
+        let _span = tracing::info_span!("embed", texts = texts.len()).entered();
+        let mut out = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(self.batch_size) {
+            out.extend(self.embed_batch(batch)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn models() -> std::path::PathBuf {
+        std::env::var("SOVRA_MODELS_DIR")
+            .map(Into::into)
+            .unwrap_or_else(|_| {
+                std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                    .join(".cache/sovra/models")
+            })
+    }
+
+    fn embedder(batch: usize) -> OnnxEmbedder {
+        let m = models();
+        OnnxEmbedder::load(
+            &m.join("onnxruntime/libonnxruntime.so.1.32.0"),
+            &m.join("all-minilm-l6-v2/model.onnx"),
+            &m.join("all-minilm-l6-v2/tokenizer.json"),
+            2,
+            batch,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn matches_python_onnxruntime_reference_vectors() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/embeddings/reference.json"
+        );
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let refs: Vec<(String, Vec<f32>)> = fixture["vectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                let e = v["embedding"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect();
+                (v["text"].as_str().unwrap().to_owned(), e)
+            })
+            .collect();
+        // Batched (padding in play) and one at a time must both agree.
+        for batch in [1, 4] {
+            let e = embedder(batch);
+            let texts: Vec<&str> = refs.iter().map(|(t, _)| t.as_str()).collect();
+            let got = e.embed(&texts).unwrap();
+            for ((text, want), g) in refs.iter().zip(&got) {
+                let cos: f32 = want.iter().zip(&g.vector).map(|(a, b)| a * b).sum();
+                assert!(cos >= 0.999, "batch {batch}: cosine {cos} for {text:?}");
+                let norm: f32 = g.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+                assert!((norm - 1.0).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn paraphrases_are_closer_than_unrelated_text() {
+        let e = embedder(8);
+        let v = e
+            .embed(&[
+                "How much annual leave do employees get?",
+                "Staff are entitled to 22 days of paid time off.",
+                "Give antibiotics within one hour for sepsis.",
+            ])
+            .unwrap();
+        let cos = |a: &Embedding, b: &Embedding| {
+            a.vector
+                .iter()
+                .zip(&b.vector)
+                .map(|(x, y)| x * y)
+                .sum::<f32>()
+        };
+        assert!(cos(&v[0], &v[1]) > cos(&v[0], &v[2]) + 0.1);
+    }
+
+    #[test]
+    fn missing_files_are_clear_errors() {
+        let m = models();
+        let err = OnnxEmbedder::load(&m.join("nope.so"), &m.join("x"), &m.join("y"), 1, 1)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("scripts/setup-models"), "{err}");
+    }
+}

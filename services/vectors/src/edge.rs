@@ -1,0 +1,223 @@
+//! qdrant-edge: Qdrant's engine in-process, one shard on local disk.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use qdrant_edge::{
+    Condition, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfig, EdgeShard, EdgeVectorParams,
+    FacetRequest, FacetValue, FieldCondition, FieldIndexOperations, Filter, JsonPath, Match,
+    NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, PointStruct, QueryEnum, SearchRequest, UpdateOperation, WithPayloadInterface,
+};
+
+use crate::{
+    KEYWORD_FIELDS, VectorError, VectorHit, VectorPoint, VectorQuery, VectorStore, payload,
+    point_uuid,
+};
+
+pub struct EdgeStore {
+    shard: Arc<EdgeShard>,
+}
+
+fn err<E: std::fmt::Display>(e: E) -> VectorError {
+    VectorError::Store(e.to_string())
+}
+
+fn key(name: &str) -> Result<JsonPath, VectorError> {
+    name.try_into()
+        .map_err(|_| VectorError::Store(format!("bad payload key {name}")))
+}
+
+fn keyword(field: &str, value: &str) -> Result<Condition, VectorError> {
+    Ok(Condition::Field(FieldCondition::new_match(
+        key(field)?,
+        Match::from(value.to_owned()),
+    )))
+}
+
+fn any_of(field: &str, values: &[String]) -> Result<Condition, VectorError> {
+    Ok(Condition::Field(FieldCondition::new_match(
+        key(field)?,
+        Match::from(values.to_vec()),
+    )))
+}
+
+fn filter(must: Vec<Condition>, should: Vec<Condition>) -> Filter {
+    Filter {
+        must: (!must.is_empty()).then_some(must),
+        should: (!should.is_empty()).then_some(should),
+        min_should: None,
+        must_not: None,
+    }
+}
+
+/// tenant AND (acl_users = subject OR acl_groups ANY groups) AND metadata.
+fn acl_filter(q: &VectorQuery<'_>) -> Result<Filter, VectorError> {
+    let p = q.principal();
+    let mut who = vec![keyword("acl_users", &p.subject)?];
+    if !p.groups.is_empty() {
+        who.push(any_of("acl_groups", &p.groups)?);
+    }
+    let mut must = vec![
+        keyword("tenant", &p.tenant)?,
+        Condition::Filter(filter(Vec::new(), who)),
+    ];
+    for (k, v) in &q.metadata {
+        must.push(keyword(&format!("meta.{k}"), v)?);
+    }
+    Ok(filter(must, Vec::new()))
+}
+
+impl EdgeStore {
+    /// Opens the shard in `dir`, creating it (with its payload indexes) when absent.
+    pub fn open(dir: &Path, dimensions: usize) -> Result<Self, VectorError> {
+        let exists = dir.join("edge_config.json").exists()
+            || dir
+                .read_dir()
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let shard = if exists {
+            EdgeShard::load(dir, None).map_err(err)?
+        } else {
+            let config = EdgeConfig::builder()
+                .on_disk_payload(true)
+                .vector(
+                    DEFAULT_VECTOR_NAME,
+                    EdgeVectorParams::builder(dimensions, Distance::Cosine).build(),
+                )
+                .build();
+            let shard = EdgeShard::new(dir, config).map_err(err)?;
+            for field in KEYWORD_FIELDS {
+                shard
+                    .update(UpdateOperation::FieldIndexOperation(
+                        FieldIndexOperations::CreateIndex(CreateIndex {
+                            field_name: key(field)?,
+                            field_schema: Some(PayloadFieldSchema::FieldType(
+                                PayloadSchemaType::Keyword,
+                            )),
+                        }),
+                    ))
+                    .map_err(err)?;
+            }
+            shard
+        };
+        Ok(Self {
+            shard: Arc::new(shard),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&EdgeShard) -> Result<T, VectorError> + Send + 'static,
+    ) -> Result<T, VectorError> {
+        let shard = self.shard.clone();
+        tokio::task::spawn_blocking(move || f(&shard))
+            .await
+            .map_err(|e| VectorError::Task(e.to_string()))?
+    }
+}
+
+#[async_trait]
+impl VectorStore for EdgeStore {
+    async fn upsert(&self, points: Vec<VectorPoint>) -> Result<(), VectorError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |shard| {
+            let list = points
+                .iter()
+                .map(|p| {
+                    PointStruct::new(
+                        PointId::Uuid(point_uuid(&p.chunk_id)),
+                        p.vector.clone(),
+                        payload(p),
+                    )
+                    .into()
+                })
+                .collect();
+            shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)),
+                ))
+                .map_err(err)?;
+            shard.flush();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_document(&self, document_id: &str) -> Result<(), VectorError> {
+        let f = filter(vec![keyword("document_id", document_id)?], Vec::new());
+        self.blocking(move |shard| {
+            shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePointsByFilter(f),
+                ))
+                .map_err(err)?;
+            shard.flush();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn search(&self, q: &VectorQuery<'_>) -> Result<Vec<VectorHit>, VectorError> {
+        let request = SearchRequest {
+            query: QueryEnum::Nearest(NamedQuery {
+                query: q.vector.clone().into(),
+                using: None,
+            }),
+            filter: Some(acl_filter(q)?),
+            params: None,
+            limit: q.top_k.max(1),
+            offset: 0,
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: None,
+            score_threshold: None,
+        };
+        self.blocking(move |shard| {
+            let points = shard.search(request).map_err(err)?;
+            Ok(points
+                .into_iter()
+                .filter_map(|p| {
+                    let payload = p.payload?;
+                    let text =
+                        |k: &str| payload.0.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+                    Some(VectorHit {
+                        chunk_id: text("chunk_id")?,
+                        document_id: text("document_id")?,
+                        score: p.score,
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn document_counts(&self) -> Result<BTreeMap<String, usize>, VectorError> {
+        let request = FacetRequest {
+            key: key("document_id")?,
+            limit: usize::MAX / 2,
+            filter: None,
+            exact: true,
+        };
+        self.blocking(move |shard| {
+            let response = shard.facet(request).map_err(err)?;
+            Ok(response
+                .hits
+                .into_iter()
+                .filter_map(|h| match h.value {
+                    FacetValue::Keyword(k) => Some((k, h.count)),
+                    _ => None,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    fn backend(&self) -> &'static str {
+        "qdrant-edge"
+    }
+}

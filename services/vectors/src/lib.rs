@@ -1,0 +1,111 @@
+//! The vector store: one trait, two backends.
+//!
+//! * [`EdgeStore`]: qdrant-edge, Qdrant's engine in-process, on local disk
+//!   (the embedded default; survives restarts through its write-ahead log).
+//! * [`ServerStore`]: a Qdrant server or cluster over gRPC (qdrant-client).
+//!
+//! [`VectorQuery`] cannot be built without a [`Principal`]: the tenant and
+//! ACL are a payload filter inside the vector search, on keyword payload
+//! indexes created with the collection, never a filter applied afterwards.
+
+mod edge;
+mod server;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use sovra_auth::{Acl, Principal};
+
+pub use edge::EdgeStore;
+pub use server::ServerStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VectorError {
+    #[error("vector store: {0}")]
+    Store(String),
+    #[error("vector store task failed: {0}")]
+    Task(String),
+}
+
+/// One chunk's vector with the payload the filter needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorPoint {
+    pub chunk_id: String,
+    pub document_id: String,
+    pub tenant: String,
+    pub acl: Acl,
+    pub metadata: BTreeMap<String, String>,
+    pub vector: Vec<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorHit {
+    pub chunk_id: String,
+    pub document_id: String,
+    pub score: f32,
+}
+
+/// A nearest-neighbour search on behalf of a principal.
+pub struct VectorQuery<'a> {
+    principal: &'a Principal,
+    pub vector: Vec<f32>,
+    pub top_k: usize,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl<'a> VectorQuery<'a> {
+    pub fn new(principal: &'a Principal, vector: Vec<f32>, top_k: usize) -> Self {
+        Self {
+            principal,
+            vector,
+            top_k,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    pub fn principal(&self) -> &Principal {
+        self.principal
+    }
+}
+
+#[async_trait]
+pub trait VectorStore: Send + Sync {
+    /// Adds or replaces points (by chunk id).
+    async fn upsert(&self, points: Vec<VectorPoint>) -> Result<(), VectorError>;
+    /// Removes every point of a document.
+    async fn delete_document(&self, document_id: &str) -> Result<(), VectorError>;
+    /// Nearest chunks the principal may see, best first.
+    async fn search(&self, query: &VectorQuery<'_>) -> Result<Vec<VectorHit>, VectorError>;
+    /// Points per document id (consistency checks against the catalog).
+    async fn document_counts(&self) -> Result<BTreeMap<String, usize>, VectorError>;
+    /// Which backend this is, for logs and metrics.
+    fn backend(&self) -> &'static str;
+}
+
+/// Point ids are UUIDs derived from the chunk id, so an upsert of the same
+/// chunk replaces it in either backend.
+pub fn point_uuid(chunk_id: &str) -> uuid::Uuid {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(chunk_id.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// The payload stored with each point.
+pub(crate) fn payload(p: &VectorPoint) -> serde_json::Value {
+    serde_json::json!({
+        "chunk_id": p.chunk_id,
+        "document_id": p.document_id,
+        "tenant": p.tenant,
+        "acl_groups": p.acl.groups,
+        "acl_users": p.acl.users,
+        "meta": p.metadata,
+    })
+}
+
+/// Payload fields with keyword indexes, created before any data arrives.
+pub(crate) const KEYWORD_FIELDS: [&str; 4] = ["tenant", "acl_groups", "acl_users", "document_id"];
+
+#[cfg(test)]
+mod contract;

@@ -1,0 +1,177 @@
+//! A Qdrant server or cluster, over gRPC (qdrant-client). The collection is
+//! created with the right size and distance and keyword payload indexes on
+//! the ACL fields; sharding and replication are the cluster's own.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use qdrant_client::qdrant::{
+    Condition, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
+    Distance, FacetCountsBuilder, FieldType, Filter, PointStruct, SearchPointsBuilder,
+    UpsertPointsBuilder, VectorParamsBuilder, facet_value,
+};
+use qdrant_client::{Payload, Qdrant};
+
+use crate::{
+    KEYWORD_FIELDS, VectorError, VectorHit, VectorPoint, VectorQuery, VectorStore, payload,
+    point_uuid,
+};
+
+pub struct ServerStore {
+    client: Qdrant,
+    collection: String,
+}
+
+fn err<E: std::fmt::Display>(e: E) -> VectorError {
+    VectorError::Store(e.to_string())
+}
+
+impl ServerStore {
+    /// Connects and creates the collection (with its payload indexes) when absent.
+    pub async fn connect(
+        url: &str,
+        api_key: Option<String>,
+        collection: &str,
+        dimensions: usize,
+    ) -> Result<Self, VectorError> {
+        let client = Qdrant::from_url(url)
+            .api_key(api_key)
+            .skip_compatibility_check()
+            .build()
+            .map_err(err)?;
+        if !client.collection_exists(collection).await.map_err(err)? {
+            client
+                .create_collection(CreateCollectionBuilder::new(collection).vectors_config(
+                    VectorParamsBuilder::new(dimensions as u64, Distance::Cosine),
+                ))
+                .await
+                .map_err(err)?;
+            for field in KEYWORD_FIELDS {
+                client
+                    .create_field_index(
+                        CreateFieldIndexCollectionBuilder::new(
+                            collection,
+                            field,
+                            FieldType::Keyword,
+                        )
+                        .wait(true),
+                    )
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        Ok(Self {
+            client,
+            collection: collection.to_owned(),
+        })
+    }
+}
+
+fn acl_filter(q: &VectorQuery<'_>) -> Filter {
+    let p = q.principal();
+    let mut who = vec![Condition::matches("acl_users", p.subject.clone())];
+    if !p.groups.is_empty() {
+        who.push(Condition::matches("acl_groups", p.groups.clone()));
+    }
+    let mut must = vec![
+        Condition::matches("tenant", p.tenant.clone()),
+        Filter::should(who).into(),
+    ];
+    for (k, v) in &q.metadata {
+        must.push(Condition::matches(format!("meta.{k}"), v.clone()));
+    }
+    Filter::must(must)
+}
+
+#[async_trait]
+impl VectorStore for ServerStore {
+    async fn upsert(&self, points: Vec<VectorPoint>) -> Result<(), VectorError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<PointStruct> = points
+            .iter()
+            .map(|p| {
+                let payload = Payload::try_from(payload(p)).unwrap_or_default();
+                PointStruct::new(
+                    point_uuid(&p.chunk_id).to_string(),
+                    p.vector.clone(),
+                    payload,
+                )
+            })
+            .collect();
+        self.client
+            .upsert_points(UpsertPointsBuilder::new(&self.collection, list).wait(true))
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn delete_document(&self, document_id: &str) -> Result<(), VectorError> {
+        self.client
+            .delete_points(
+                DeletePointsBuilder::new(&self.collection)
+                    .points(Filter::must([Condition::matches(
+                        "document_id",
+                        document_id.to_owned(),
+                    )]))
+                    .wait(true),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn search(&self, q: &VectorQuery<'_>) -> Result<Vec<VectorHit>, VectorError> {
+        let response = self
+            .client
+            .search_points(
+                SearchPointsBuilder::new(&self.collection, q.vector.clone(), q.top_k.max(1) as u64)
+                    .filter(acl_filter(q))
+                    .with_payload(true),
+            )
+            .await
+            .map_err(err)?;
+        Ok(response
+            .result
+            .into_iter()
+            .filter_map(|p| {
+                let text = |k: &str| {
+                    p.payload
+                        .get(k)
+                        .and_then(|v| v.as_str())
+                        .map(|s| s.to_string())
+                };
+                Some(VectorHit {
+                    chunk_id: text("chunk_id")?,
+                    document_id: text("document_id")?,
+                    score: p.score,
+                })
+            })
+            .collect())
+    }
+
+    async fn document_counts(&self) -> Result<BTreeMap<String, usize>, VectorError> {
+        let response = self
+            .client
+            .facet(
+                FacetCountsBuilder::new(&self.collection, "document_id")
+                    .limit(u64::MAX / 2)
+                    .exact(true),
+            )
+            .await
+            .map_err(err)?;
+        Ok(response
+            .hits
+            .into_iter()
+            .filter_map(|h| match h.value.and_then(|v| v.variant) {
+                Some(facet_value::Variant::StringValue(s)) => Some((s, h.count as usize)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn backend(&self) -> &'static str {
+        "qdrant"
+    }
+}
