@@ -10,3 +10,4 @@ mod config;
 mod crash;
 mod documents;
 mod http;
+mod retrieval;

@@ -35,8 +35,27 @@ struct Canonical<'a> {
     details: &'a serde_json::Value,
 }
 
+/// `v` with every object's keys in sorted order, whatever serde_json's map
+/// type preserves (another crate may turn on its `preserve_order`).
+fn sorted(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            serde_json::Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&m[k])))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 /// The bytes that are hashed for a record at `seq`.
 pub fn canonical_bytes(seq: i64, e: &AuditEvent) -> Vec<u8> {
+    let details = sorted(&e.details);
     let c = Canonical {
         v: 1,
         seq,
@@ -55,7 +74,7 @@ pub fn canonical_bytes(seq: i64, e: &AuditEvent) -> Vec<u8> {
         latency_us: e.latency_us,
         reason: &e.reason,
         document_ids: &e.document_ids,
-        details: &e.details,
+        details: &details,
     };
     // Serializing a struct of strings, integers and a JSON value cannot fail.
     serde_json::to_vec(&c).unwrap_or_default()

@@ -57,6 +57,15 @@ pub struct ChunkRow {
     pub tokens: i64,
 }
 
+/// A chunk's text and where it belongs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChunkText {
+    pub document_id: String,
+    pub ordinal: i64,
+    pub text: String,
+    pub title: String,
+}
+
 /// Filters for listing; visibility to the principal is always applied.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -348,6 +357,38 @@ impl Catalog {
             documents,
             next_cursor,
         })
+    }
+
+    /// Chunk texts with their document's title, by chunk id.
+    pub async fn chunk_texts(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, ChunkText>, CatalogError> {
+        let mut out = std::collections::HashMap::new();
+        for batch in ids.chunks(500) {
+            let params: Vec<String> = (1..=batch.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT c.chunk_id, c.document_id, c.ordinal, c.text, d.title FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.chunk_id IN ({})",
+                params.join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in batch {
+                q = q.bind(id.clone());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                let chunk_id: String = r.try_get("chunk_id")?;
+                out.insert(
+                    chunk_id,
+                    ChunkText {
+                        document_id: r.try_get("document_id")?,
+                        ordinal: r.try_get("ordinal")?,
+                        text: r.try_get("text")?,
+                        title: r.try_get("title")?,
+                    },
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Every document id with its chunk count (consistency checks, rebuilds).

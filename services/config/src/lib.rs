@@ -42,6 +42,59 @@ pub struct Settings {
     pub models: ModelSettings,
     pub ingest: IngestSettings,
     pub search: SearchSettings,
+    pub embeddings: EmbeddingSettings,
+    pub vectors: VectorSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddingSettings {
+    /// ONNX Runtime intra-op threads for the embedder.
+    pub threads: usize,
+    /// Texts per model call.
+    pub batch_size: usize,
+}
+
+impl Default for EmbeddingSettings {
+    fn default() -> Self {
+        Self {
+            threads: 2,
+            batch_size: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorBackend {
+    /// qdrant-edge, in-process, under `<data_dir>/vectors`.
+    Edge,
+    /// A Qdrant server or cluster at `vectors.url`.
+    Qdrant,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VectorSettings {
+    pub backend: VectorBackend,
+    /// gRPC URL of the Qdrant server (`backend = "qdrant"`), e.g. `http://qdrant:6334`.
+    pub url: String,
+    pub api_key: String,
+    pub collection: String,
+    /// Compare the catalog with both indexes at start-up and repair differences.
+    pub reconcile_on_start: bool,
+}
+
+impl Default for VectorSettings {
+    fn default() -> Self {
+        Self {
+            backend: VectorBackend::Edge,
+            url: String::new(),
+            api_key: String::new(),
+            collection: "sovra_chunks".into(),
+            reconcile_on_start: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -84,6 +137,10 @@ impl Default for IngestSettings {
 pub struct SearchSettings {
     pub default_top_k: usize,
     pub max_top_k: usize,
+    /// Reciprocal Rank Fusion constant: score = sum of 1 / (k + rank).
+    pub rrf_k: f32,
+    /// Candidates each retriever contributes before fusion.
+    pub candidates: usize,
 }
 
 impl Default for SearchSettings {
@@ -91,6 +148,8 @@ impl Default for SearchSettings {
         Self {
             default_top_k: 10,
             max_top_k: 100,
+            rrf_k: 60.0,
+            candidates: 100,
         }
     }
 }
@@ -425,6 +484,24 @@ impl Settings {
                 message: "must be between 1 and search.max_top_k".into(),
             });
         }
+        if self.vectors.backend == VectorBackend::Qdrant && self.vectors.url.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "vectors.url",
+                message: "required with vectors.backend = \"qdrant\"".into(),
+            });
+        }
+        if self.search.candidates < self.search.max_top_k {
+            return Err(ConfigError::Invalid {
+                key: "search.candidates",
+                message: "must be at least search.max_top_k".into(),
+            });
+        }
+        if self.search.rrf_k.is_nan() || self.search.rrf_k <= 0.0 {
+            return Err(ConfigError::Invalid {
+                key: "search.rrf_k",
+                message: "must be positive".into(),
+            });
+        }
         if self.audit.batch_max == 0 {
             return Err(ConfigError::Invalid {
                 key: "audit.batch_max",
@@ -478,6 +555,22 @@ impl Settings {
     /// The embedding model's tokenizer (chunking counts its tokens).
     pub fn tokenizer_file(&self) -> PathBuf {
         self.models_dir().join("all-minilm-l6-v2/tokenizer.json")
+    }
+
+    /// The embedding model (int8 ONNX all-MiniLM-L6-v2).
+    pub fn embedding_model_file(&self) -> PathBuf {
+        self.models_dir().join("all-minilm-l6-v2/model.onnx")
+    }
+
+    /// ONNX Runtime's shared library, loaded by `ort` at start-up.
+    pub fn onnxruntime_library(&self) -> PathBuf {
+        self.models_dir()
+            .join("onnxruntime/libonnxruntime.so.1.32.0")
+    }
+
+    /// Where the embedded vector store lives.
+    pub fn vectors_dir(&self) -> PathBuf {
+        self.storage.data_dir.join("vectors")
     }
 
     /// Where the lexical index lives.

@@ -47,7 +47,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
             "auth.development is on: HS256 development tokens are accepted; never run so in production"
         );
     }
-    let documents = Arc::new(open_documents(&settings, &store)?);
+    let (documents, retriever) = open_documents(&settings, &store).await?;
     let settings = Arc::new(settings);
     let state = web::Data::new(AppState {
         settings: settings.clone(),
@@ -57,6 +57,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         metrics,
         checkpoint_key,
         documents,
+        retriever,
     });
     let body_limit = settings.server.body_limit_bytes;
     let mut server = HttpServer::new(move || {
@@ -107,11 +108,14 @@ fn spawn_retention(settings: &Settings, store: sovra_audit::SqlStore, key: Arc<C
     });
 }
 
-/// The catalog, the lexical index and the chunker, for `sovra serve`.
-pub fn open_documents(
+/// The catalog, both indexes, the embedder and the chunker, for `sovra serve`.
+pub async fn open_documents(
     settings: &Settings,
     store: &sovra_audit::SqlStore,
-) -> anyhow::Result<sovra_ingest::DocumentService> {
+) -> anyhow::Result<(
+    Arc<sovra_ingest::DocumentService>,
+    Arc<sovra_retrieval::Retriever>,
+)> {
     let tokenizer = settings.tokenizer_file();
     if !tokenizer.exists() {
         anyhow::bail!(
@@ -127,7 +131,31 @@ pub fn open_documents(
             overlap_tokens: i.chunk_overlap_tokens,
         },
     )?;
-    let index = sovra_index::LexicalIndex::open(&settings.index_dir())?;
+    let embedder: Arc<dyn sovra_inference::Embedder> =
+        Arc::new(sovra_inference::OnnxEmbedder::load(
+            &settings.onnxruntime_library(),
+            &settings.embedding_model_file(),
+            &tokenizer,
+            settings.embeddings.threads,
+            settings.embeddings.batch_size,
+        )?);
+    let dims = embedder.dimensions();
+    let vectors: Arc<dyn sovra_vectors::VectorStore> = match settings.vectors.backend {
+        sovra_config::VectorBackend::Edge => Arc::new(sovra_vectors::EdgeStore::open(
+            &settings.vectors_dir(),
+            dims,
+        )?),
+        sovra_config::VectorBackend::Qdrant => Arc::new(
+            sovra_vectors::ServerStore::connect(
+                &settings.vectors.url,
+                Some(settings.vectors.api_key.clone()).filter(|k| !k.is_empty()),
+                &settings.vectors.collection,
+                dims,
+            )
+            .await?,
+        ),
+    };
+    let index = Arc::new(sovra_index::LexicalIndex::open(&settings.index_dir())?);
     let catalog = sovra_catalog::Catalog::new(
         store.pool().clone(),
         store.backend() == sovra_audit::Backend::Postgres,
@@ -136,10 +164,40 @@ pub fn open_documents(
         max_unpacked_bytes: i.max_unpacked_bytes,
         max_text_chars: i.max_text_chars,
     };
-    Ok(sovra_ingest::DocumentService::new(
+    let retriever = Arc::new(sovra_retrieval::Retriever::new(
+        index.clone(),
+        vectors.clone(),
+        embedder.clone(),
+        catalog.clone(),
+        settings.search.rrf_k,
+        settings.search.candidates,
+    ));
+    let documents = Arc::new(sovra_ingest::DocumentService::new(
         catalog,
-        Arc::new(index),
+        index,
+        vectors,
+        embedder,
         Arc::new(chunker),
         limits,
-    ))
+    ));
+    if settings.vectors.reconcile_on_start && !store.ready().await.unwrap_or(false) {
+        tracing::warn!(
+            "database migrations are not applied: reconciliation skipped (run `sovra migrate`, then restart)"
+        );
+    } else if settings.vectors.reconcile_on_start {
+        let report = documents.reconcile().await?;
+        tracing::info!(
+            documents = report.documents,
+            repaired = report.repaired.len(),
+            removed = report.removed.len(),
+            "catalog and indexes reconciled"
+        );
+        if !report.repaired.is_empty() || !report.removed.is_empty() {
+            println!(
+                "reconciled: {} documents, repaired {:?}, removed {:?}",
+                report.documents, report.repaired, report.removed
+            );
+        }
+    }
+    Ok((documents, retriever))
 }

@@ -16,6 +16,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub checkpoint_key: Arc<CheckpointKey>,
     pub documents: Arc<DocumentService>,
+    pub retriever: Arc<sovra_retrieval::Retriever>,
 }
 
 impl AppState {

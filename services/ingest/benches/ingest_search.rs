@@ -1,22 +1,29 @@
-//! Ingestion throughput and permission-filtered search latency.
+//! Ingestion throughput, embedding throughput against Python onnxruntime,
+//! and permission-filtered search latency (lexical and hybrid) with memory.
 //!
 //! `bench/ingest-search` runs this (release build). It prints, in one run:
 //! * documents/s, MB/s and chunks/s through the whole write path (parse,
-//!   chunk with the embedding tokenizer, catalog transaction in SQLite,
-//!   Tantivy commit per document so each is searchable on return);
-//! * search p50/p99 at 10,000 and 100,000 chunks with the ACL filter on,
-//!   for a narrow principal (2 of 20 groups) and a broad one (all 20), side
-//!   by side, so the cost of the filter shows as a ratio.
+//!   chunk, embed, SQLite catalog transaction, qdrant-edge upsert, Tantivy
+//!   commit per document so each is searchable on return);
+//! * embedding chunks/s of Sovra's embedder and of Python onnxruntime on the
+//!   same model, batch size and thread count, and the ratio;
+//! * lexical and hybrid search p50/p99 at 10,000 and 100,000 chunks with the
+//!   ACL filter on, narrow (2 of 20 groups) and broad (20 of 20) principals
+//!   side by side, and the process's resident memory at each size.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sovra_auth::{Acl, Principal};
 use sovra_catalog::Catalog;
 use sovra_index::{ChunkEntry, LexicalIndex, SearchRequest};
+use sovra_inference::{Embedder, OnnxEmbedder};
 use sovra_ingest::{Chunker, ChunkerConfig, DocumentService, Format, Limits, NewDocument};
+use sovra_retrieval::{Mode, Retriever};
+use sovra_vectors::{EdgeStore, VectorPoint, VectorStore};
 
 const WORDS: &[&str] = &[
     "policy",
@@ -71,6 +78,8 @@ const WORDS: &[&str] = &[
     "药物",
 ];
 const GROUPS: usize = 20;
+const BATCH: usize = 32;
+const THREADS: usize = 2;
 
 struct Rng(u64);
 impl Rng {
@@ -83,13 +92,21 @@ impl Rng {
     fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
         xs[(self.next() % xs.len() as u64) as usize]
     }
+    fn unit_vector(&mut self, dim: usize) -> Vec<f32> {
+        let v: Vec<f32> = (0..dim)
+            .map(|_| (self.next() % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+        v.into_iter().map(|x| x / n).collect()
+    }
 }
 
 fn paragraph(rng: &mut Rng, words: usize) -> String {
-    let mut s: Vec<&str> = (0..words).map(|_| rng.pick(WORDS)).collect();
-    s.push("POL-");
-    let mut p = s.join(" ");
-    p.push_str(&format!("{:04}.", rng.next() % 10_000));
+    let mut p = (0..words)
+        .map(|_| rng.pick(WORDS))
+        .collect::<Vec<_>>()
+        .join(" ");
+    p.push_str(&format!(" POL-{:04}.", rng.next() % 10_000));
     p
 }
 
@@ -124,34 +141,16 @@ fn principal(groups: Vec<String>) -> Principal {
     }
 }
 
-fn search_latency(
-    index: &LexicalIndex,
-    principal: &Principal,
-    rng: &mut Rng,
-    n: usize,
-) -> (f64, f64, f64) {
-    let mut times = Vec::with_capacity(n);
-    let mut hits = 0usize;
-    for _ in 0..n {
-        let q = format!(
-            "{} {} {}",
-            rng.pick(WORDS),
-            rng.pick(WORDS),
-            rng.pick(WORDS)
-        );
-        let started = Instant::now();
-        hits += index
-            .search(&SearchRequest::new(principal, &q, 10))
-            .unwrap()
-            .len();
-        times.push(started.elapsed());
-    }
-    times.sort();
-    (
-        percentile(&times, 0.5),
-        percentile(&times, 0.99),
-        hits as f64 / n as f64,
-    )
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
 }
 
 fn models_dir() -> std::path::PathBuf {
@@ -162,18 +161,69 @@ fn models_dir() -> std::path::PathBuf {
         })
 }
 
+async fn latency(
+    retriever: &Retriever,
+    index: &LexicalIndex,
+    p: &Principal,
+    mode: Option<Mode>,
+    rng: &mut Rng,
+    n: usize,
+) -> (f64, f64) {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let q = format!(
+            "{} {} {}",
+            rng.pick(WORDS),
+            rng.pick(WORDS),
+            rng.pick(WORDS)
+        );
+        let started = Instant::now();
+        match mode {
+            Some(m) => {
+                retriever
+                    .retrieve(p, &q, m, 10, &BTreeMap::new())
+                    .await
+                    .unwrap();
+            }
+            None => {
+                index.search(&SearchRequest::new(p, &q, 10)).unwrap();
+            }
+        }
+        times.push(started.elapsed());
+    }
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
 #[tokio::main]
 async fn main() {
     let docs: usize = std::env::var("BENCH_DOCS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let tokenizer = models_dir().join("all-minilm-l6-v2/tokenizer.json");
+        .unwrap_or(500);
+    let models = models_dir();
+    let tokenizer = models.join("all-minilm-l6-v2/tokenizer.json");
     let chunker = Arc::new(
         Chunker::from_file(&tokenizer, ChunkerConfig::default()).expect("run scripts/setup-models"),
     );
+    let embedder = Arc::new(
+        OnnxEmbedder::load(
+            &models.join("onnxruntime/libonnxruntime.so.1.32.0"),
+            &models.join("all-minilm-l6-v2/model.onnx"),
+            &tokenizer,
+            THREADS,
+            BATCH,
+        )
+        .expect("run scripts/setup-models"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    println!(
+        "Sovra ingestion, embedding and search benchmark ({} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
 
     // ---- Ingestion through the whole write path ----
     let url = format!("sqlite://{}/bench.db?mode=rwc", dir.path().display());
@@ -181,11 +231,15 @@ async fn main() {
         .await
         .unwrap();
     store.migrate().await.unwrap();
+    let catalog = Catalog::new(store.pool().clone(), false);
     let index = Arc::new(LexicalIndex::open(&dir.path().join("tantivy")).unwrap());
+    let vectors = Arc::new(EdgeStore::open(&dir.path().join("vectors"), 384).unwrap());
     let service = DocumentService::new(
-        Catalog::new(store.pool().clone(), false),
+        catalog.clone(),
         index.clone(),
-        chunker.clone(),
+        vectors.clone(),
+        embedder.clone(),
+        chunker,
         Limits::default(),
     );
     let bodies: Vec<String> = (0..docs)
@@ -197,7 +251,7 @@ async fn main() {
     let bytes: usize = bodies.iter().map(String::len).sum();
     let started = Instant::now();
     let mut chunks = 0i64;
-    for (i, body) in bodies.into_iter().enumerate() {
+    for (i, body) in bodies.iter().enumerate() {
         let out = service
             .ingest(NewDocument {
                 id: format!("doc-{i}"),
@@ -205,7 +259,7 @@ async fn main() {
                 title: format!("Policy {i}"),
                 source: "bench".into(),
                 format: Format::Markdown,
-                bytes: body.into_bytes(),
+                bytes: body.clone().into_bytes(),
                 acl: acl(&mut rng),
                 metadata: BTreeMap::new(),
                 created_by: "bench".into(),
@@ -215,75 +269,146 @@ async fn main() {
         chunks += out.document.chunk_count;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "Sovra ingestion and search benchmark ({} cores)",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    );
     println!();
     println!(
-        "ingestion, {docs} documents ({:.1} MB, {chunks} chunks), parse + chunk + SQLite catalog + Tantivy commit per document:",
+        "ingestion, {docs} documents ({:.1} MB, {chunks} chunks): parse + chunk + embed + SQLite catalog + qdrant-edge + Tantivy commit per document",
         bytes as f64 / 1e6
     );
     println!(
-        "  {:.1} documents/s   {:.2} MB/s   {:.0} chunks/s",
+        "  {:.1} documents/s   {:.3} MB/s   {:.0} chunks/s",
         docs as f64 / secs,
         bytes as f64 / 1e6 / secs,
         chunks as f64 / secs
     );
+
+    // ---- Embedding throughput: Sovra vs Python onnxruntime ----
+    let texts: Vec<String> = (0..512).map(|_| paragraph(&mut rng, 60)).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    embedder.embed(&refs[..BATCH]).unwrap();
+    let started = Instant::now();
+    embedder.embed(&refs).unwrap();
+    let rust = texts.len() as f64 / started.elapsed().as_secs_f64();
+    let python = std::env::var("BENCH_PYTHON").ok().and_then(|py| {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../bench/embed_reference.py"
+        );
+        let mut child = std::process::Command::new(py)
+            .args([
+                script,
+                &BATCH.to_string(),
+                &THREADS.to_string(),
+                &texts.len().to_string(),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        child
+            .stdin
+            .take()?
+            .write_all(texts.join("\n\x1e\n").as_bytes())
+            .ok()?;
+        let out = child.wait_with_output().ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+    });
+    println!();
+    println!(
+        "embedding, {} chunks of ~60 words, batch {BATCH}, {THREADS} intra-op threads, same int8 model:",
+        texts.len()
+    );
+    match python {
+        Some(py) => println!(
+            "  Sovra (Rust, ort) {rust:.1} chunks/s   Python onnxruntime {py:.1} chunks/s   ratio {:.2}x",
+            rust / py
+        ),
+        None => println!(
+            "  Sovra (Rust, ort) {rust:.1} chunks/s   (set BENCH_PYTHON to a Python with onnxruntime and tokenizers for the reference)"
+        ),
+    }
     drop(service);
 
-    // ---- Search latency at 10k and 100k chunks, ACL filter on ----
-    let search_index = LexicalIndex::open(&dir.path().join("search")).unwrap();
+    // ---- Search at 10k and 100k chunks, ACL filter on ----
+    let search_index = Arc::new(LexicalIndex::open(&dir.path().join("search")).unwrap());
+    let search_vectors =
+        Arc::new(EdgeStore::open(&dir.path().join("search-vectors"), 384).unwrap());
+    let retriever = Retriever::new(
+        search_index.clone(),
+        search_vectors.clone(),
+        embedder.clone(),
+        catalog,
+        60.0,
+        100,
+    );
     let narrow = principal(vec!["g3".into(), "g7".into()]);
     let broad = principal((0..GROUPS).map(|g| format!("g{g}")).collect());
     println!();
     println!(
-        "search, top 10, 500 random 3-word queries each (BM25, tenant + ACL clauses inside the query):"
+        "search, top 10, 200 random 3-word queries per cell; bulk-loaded chunks (random unit vectors: latency, not quality);"
     );
     println!(
-        "  {:>8}  {:>24}  {:>24}  {:>10}",
-        "chunks", "narrow (2/20 groups) p50/p99 ms", "broad (20/20) p50/p99 ms", "p50 ratio"
+        "hybrid = query embedding + BM25 (100 candidates) and qdrant-edge (100 candidates) concurrently, RRF:"
+    );
+    println!(
+        "  {:>7}  {:>6}  {:>22}  {:>22}  {:>8}  {:>7}",
+        "chunks", "mode", "narrow 2/20 p50/p99 ms", "broad 20/20 p50/p99 ms", "p50 n/b", "RSS MB"
     );
     let mut indexed = 0usize;
     for target in [10_000usize, 100_000] {
-        let load = Instant::now();
         while indexed < target {
-            let batch: Vec<(String, Vec<ChunkEntry>)> = (indexed..(indexed + 5_000).min(target))
-                .map(|i| {
-                    let id = format!("s{i}");
-                    let entry = ChunkEntry {
-                        document_id: id.clone(),
-                        chunk_id: format!("{id}:0"),
-                        ordinal: 0,
-                        tenant: "bank".into(),
-                        title: format!("Policy {i}"),
-                        text: paragraph(&mut rng, 60),
-                        acl: acl(&mut rng),
-                        metadata: BTreeMap::new(),
-                    };
-                    (id, vec![entry])
-                })
-                .collect();
+            let end = (indexed + 5_000).min(target);
+            let mut batch = Vec::new();
+            let mut points = Vec::new();
+            for i in indexed..end {
+                let id = format!("s{i}");
+                let acl = acl(&mut rng);
+                let entry = ChunkEntry {
+                    document_id: id.clone(),
+                    chunk_id: format!("{id}:0"),
+                    ordinal: 0,
+                    tenant: "bank".into(),
+                    title: format!("Policy {i}"),
+                    text: paragraph(&mut rng, 60),
+                    acl: acl.clone(),
+                    metadata: BTreeMap::new(),
+                };
+                points.push(VectorPoint {
+                    chunk_id: entry.chunk_id.clone(),
+                    document_id: id.clone(),
+                    tenant: "bank".into(),
+                    acl,
+                    metadata: BTreeMap::new(),
+                    vector: rng.unit_vector(384),
+                });
+                batch.push((id, vec![entry]));
+            }
             let refs: Vec<(&str, &[ChunkEntry])> = batch
                 .iter()
                 .map(|(id, c)| (id.as_str(), c.as_slice()))
                 .collect();
             search_index.replace_documents(&refs).unwrap();
-            indexed += batch.len();
+            search_vectors.upsert(points).await.unwrap();
+            indexed = end;
         }
-        let load_secs = load.elapsed().as_secs_f64();
-        let (n50, n99, nh) = search_latency(&search_index, &narrow, &mut rng, 500);
-        let (b50, b99, bh) = search_latency(&search_index, &broad, &mut rng, 500);
-        println!(
-            "  {:>8}  {:>15.2} / {:<7.2}  {:>15.2} / {:<7.2}  {:>9.2}x   (hits/query {nh:.1} vs {bh:.1}; bulk-indexed in {load_secs:.1}s)",
-            search_index.num_chunks(),
-            n50,
-            n99,
-            b50,
-            b99,
-            n50 / b50
-        );
+        for (label, mode) in [("bm25", None), ("hybrid", Some(Mode::Hybrid))] {
+            let (n50, n99) = latency(&retriever, &search_index, &narrow, mode, &mut rng, 200).await;
+            let (b50, b99) = latency(&retriever, &search_index, &broad, mode, &mut rng, 200).await;
+            println!(
+                "  {:>7}  {:>6}  {:>10.2} / {:<9.2}  {:>10.2} / {:<9.2}  {:>7.2}x  {:>7.0}",
+                search_index.num_chunks(),
+                label,
+                n50,
+                n99,
+                b50,
+                b99,
+                n50 / b50,
+                rss_mb()
+            );
+        }
     }
 }

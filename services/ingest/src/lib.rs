@@ -7,7 +7,7 @@ mod service;
 
 pub use chunk::{Chunk, Chunker, ChunkerConfig};
 pub use parse::{Block, DOCX_MIME, Format, Limits, parse};
-pub use service::{DocumentService, NewDocument, Outcome, ServiceError};
+pub use service::{DocumentService, NewDocument, Outcome, ReconcileReport, ServiceError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IngestError {

@@ -1,8 +1,10 @@
-//! Writing and deleting documents across the catalog and the indexes as one
-//! unit: parse and chunk first (a bad file writes nothing), stage the
-//! catalog change in a transaction, apply it to the index, then commit; if
-//! the index fails the transaction rolls back, and if the commit fails the
-//! index is put back to the previous version from the catalog.
+//! Writing and deleting documents across the catalog, the lexical index and
+//! the vector store as one unit: parse, chunk and embed first (a bad file
+//! writes nothing), stage the catalog change in a transaction, apply it to
+//! both indexes, then commit. If an index write fails the transaction rolls
+//! back and the indexes are put back to the catalog's version; if the commit
+//! fails, likewise. [`DocumentService::reconcile`] repairs whatever a crash
+//! left between the three.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,9 +13,12 @@ use sha2::{Digest, Sha256};
 use sovra_auth::Acl;
 use sovra_catalog::{Catalog, CatalogError, ChunkRow, Document};
 use sovra_index::{ChunkEntry, IndexError, LexicalIndex};
+use sovra_inference::{Embedder, InferenceError};
+use sovra_vectors::{VectorError, VectorPoint, VectorStore};
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
-use crate::{Chunker, Format, IngestError, Limits, chunk::chunk_id, parse};
+use crate::{Chunker, Format, IngestError, Limits, parse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -23,6 +28,10 @@ pub enum ServiceError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error(transparent)]
+    Vectors(#[from] VectorError),
+    #[error(transparent)]
+    Embedding(#[from] InferenceError),
     #[error("document `{0}` belongs to another tenant")]
     Conflict(String),
     #[error("background task failed: {0}")]
@@ -54,6 +63,8 @@ pub struct Outcome {
 pub struct DocumentService {
     catalog: Catalog,
     index: Arc<LexicalIndex>,
+    vectors: Arc<dyn VectorStore>,
+    embedder: Arc<dyn Embedder>,
     chunker: Arc<Chunker>,
     limits: Limits,
     /// One writer at a time: the index has a single writer anyway.
@@ -99,12 +110,16 @@ impl DocumentService {
     pub fn new(
         catalog: Catalog,
         index: Arc<LexicalIndex>,
+        vectors: Arc<dyn VectorStore>,
+        embedder: Arc<dyn Embedder>,
         chunker: Arc<Chunker>,
         limits: Limits,
     ) -> Self {
         Self {
             catalog,
             index,
+            vectors,
+            embedder,
             chunker,
             limits,
             write: Mutex::new(()),
@@ -119,12 +134,87 @@ impl DocumentService {
         &self.index
     }
 
+    pub fn vectors(&self) -> &Arc<dyn VectorStore> {
+        &self.vectors
+    }
+
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
+    }
+
     async fn blocking<T: Send + 'static>(
         f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
     ) -> Result<T, ServiceError> {
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| ServiceError::Task(e.to_string()))?
+    }
+
+    /// Embeds chunks (on a blocking thread) into points for the vector store.
+    async fn points(
+        &self,
+        doc: &Document,
+        chunks: &[ChunkRow],
+    ) -> Result<Vec<VectorPoint>, ServiceError> {
+        if chunks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let embedder = self.embedder.clone();
+        let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
+        let vectors = Self::blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            Ok(embedder.embed(&refs)?)
+        })
+        .await?;
+        Ok(chunks
+            .iter()
+            .zip(vectors)
+            .map(|(c, e)| VectorPoint {
+                chunk_id: c.chunk_id.clone(),
+                document_id: doc.id.clone(),
+                tenant: doc.tenant.clone(),
+                acl: doc.acl.clone(),
+                metadata: doc.metadata.clone(),
+                vector: e.vector,
+            })
+            .collect())
+    }
+
+    /// Makes both indexes hold exactly this version of document `id`
+    /// (`None`: nothing). `points` are its vectors when already computed.
+    async fn apply(
+        &self,
+        id: &str,
+        version: Option<(&Document, &[ChunkRow])>,
+        points: Option<Vec<VectorPoint>>,
+    ) -> Result<(), ServiceError> {
+        let points = match (version, points) {
+            (_, Some(p)) => p,
+            (Some((doc, chunks)), None) => self.points(doc, chunks).await?,
+            (None, None) => Vec::new(),
+        };
+        async {
+            self.vectors.delete_document(id).await?;
+            self.vectors.upsert(points).await
+        }
+        .instrument(tracing::info_span!("vector_write"))
+        .await?;
+        let index = self.index.clone();
+        let entries = version.map(|(d, c)| entries(d, c)).unwrap_or_default();
+        let doc_id = id.to_owned();
+        Self::blocking(move || {
+            let _span = tracing::info_span!("index_write").entered();
+            Ok(index.replace_document(&doc_id, &entries)?)
+        })
+        .await
+    }
+
+    /// Puts both indexes back as the catalog still has the document.
+    async fn restore(&self, id: &str, previous: Option<(Document, Vec<ChunkRow>)>) {
+        let version = previous.as_ref().map(|(d, c)| (d, c.as_slice()));
+        if let Err(e) = self.apply(id, version, None).await {
+            tracing::error!(error = %e, document = id, "could not restore the indexes; reconciliation at start-up will");
+        }
     }
 
     /// Writes (or replaces) a document everywhere, or nowhere.
@@ -160,7 +250,7 @@ impl DocumentService {
         let rows: Vec<ChunkRow> = chunks
             .iter()
             .map(|c| ChunkRow {
-                chunk_id: chunk_id(&req.id, c.ordinal, &c.text),
+                chunk_id: c.id.clone(),
                 ordinal: i64::from(c.ordinal),
                 text: c.text.clone(),
                 tokens: i64::try_from(c.tokens).unwrap_or(i64::MAX),
@@ -180,9 +270,11 @@ impl DocumentService {
             created_by: req.created_by.clone(),
             created_us: now,
             updated_us: now,
-            chunk_count: 0,
+            chunk_count: i64::try_from(rows.len()).unwrap_or(i64::MAX),
             bytes: i64::try_from(req.bytes.len()).unwrap_or(i64::MAX),
         };
+        // Embedding is the slow part: do it before taking the catalog lock.
+        let points = self.points(&doc, &rows).await?;
         let mut staged = self.catalog.begin_write(&req.id).await?;
         if staged
             .previous
@@ -201,15 +293,8 @@ impl DocumentService {
         };
         let created = staged.previous.is_none();
         let previous = staged.previous.clone();
-        let new_entries = entries(&doc, &rows);
-        let index = self.index.clone();
-        let id = doc.id.clone();
-        let indexed = Self::blocking(move || {
-            let _span = tracing::info_span!("index_write").entered();
-            Ok(index.replace_document(&id, &new_entries)?)
-        })
-        .await;
-        if let Err(e) = indexed {
+        if let Err(e) = self.apply(&doc.id, Some((&doc, &rows)), Some(points)).await {
+            self.restore(&doc.id, previous).await;
             let _ = staged.rollback().await;
             return Err(e);
         }
@@ -224,21 +309,7 @@ impl DocumentService {
         })
     }
 
-    /// Puts the index back as the catalog still has it.
-    async fn restore(&self, id: &str, previous: Option<(Document, Vec<ChunkRow>)>) {
-        let index = self.index.clone();
-        let id = id.to_owned();
-        let result = Self::blocking(move || {
-            let old = previous.map(|(d, c)| entries(&d, &c)).unwrap_or_default();
-            Ok(index.replace_document(&id, &old)?)
-        })
-        .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "could not restore the index after a failed catalog commit");
-        }
-    }
-
-    /// Removes a document from the index and the catalog. `None`: no such document.
+    /// Removes a document from both indexes and the catalog. `None`: no such document.
     pub async fn delete(&self, id: &str) -> Result<Option<Document>, ServiceError> {
         let _guard = self.write.lock().await;
         let mut staged = self.catalog.begin_write(id).await?;
@@ -250,19 +321,64 @@ impl DocumentService {
             let _ = staged.rollback().await;
             return Err(e.into());
         }
-        let index = self.index.clone();
-        let doc_id = id.to_owned();
-        if let Err(e) = Self::blocking(move || Ok(index.delete_document(&doc_id)?)).await {
+        let previous = staged.previous.clone();
+        if let Err(e) = self.apply(id, None, None).await {
+            self.restore(id, previous).await;
             let _ = staged.rollback().await;
             return Err(e);
         }
-        let previous = staged.previous.clone();
         if let Err(e) = staged.commit().await {
             self.restore(id, previous).await;
             return Err(e.into());
         }
         Ok(Some(doc))
     }
+
+    /// Compares the catalog (the source of truth) with the lexical index and
+    /// the vector store, and repairs every difference: re-indexes documents
+    /// missing or incomplete in either, removes what the catalog lacks.
+    pub async fn reconcile(&self) -> Result<ReconcileReport, ServiceError> {
+        let _guard = self.write.lock().await;
+        let catalog = self.catalog.all_ids().await?;
+        let index = self.index.clone();
+        let lexical = Self::blocking(move || Ok(index.document_counts()?)).await?;
+        let vectors = self.vectors.document_counts().await?;
+        let mut report = ReconcileReport {
+            documents: catalog.len(),
+            ..Default::default()
+        };
+        for (id, chunks) in &catalog {
+            let want = usize::try_from(*chunks).unwrap_or(usize::MAX);
+            if lexical.get(id) != Some(&want) || vectors.get(id) != Some(&want) {
+                let Some(doc) = self.catalog.get(id).await? else {
+                    continue;
+                };
+                let rows = self.catalog.chunks(id).await?;
+                self.apply(id, Some((&doc, &rows)), None).await?;
+                report.repaired.push(id.clone());
+            }
+        }
+        let strays: std::collections::BTreeSet<&String> = lexical
+            .keys()
+            .chain(vectors.keys())
+            .filter(|id| !catalog.contains_key(*id))
+            .collect();
+        for id in strays {
+            self.apply(id, None, None).await?;
+            report.removed.push(id.clone());
+        }
+        Ok(report)
+    }
+}
+
+/// What reconciliation found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReconcileReport {
+    pub documents: usize,
+    /// Re-indexed from the catalog: missing or incomplete in an index.
+    pub repaired: Vec<String>,
+    /// Removed from the indexes: not in the catalog.
+    pub removed: Vec<String>,
 }
 
 fn chrono_now_us() -> i64 {

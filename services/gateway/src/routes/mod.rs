@@ -3,6 +3,7 @@
 
 mod audit;
 mod documents;
+mod embeddings;
 mod health;
 mod search;
 mod whoami;
@@ -89,6 +90,11 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/search",
         action: "search",
     },
+    Route {
+        method: "POST",
+        path: "/v1/embeddings",
+        action: "embeddings",
+    },
 ];
 
 /// The audit action of a matched route; `unknown` for anything else.
@@ -120,7 +126,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(documents::get))
                 .route(web::delete().to(documents::delete)),
         )
-        .service(resource("/v1/search").route(web::post().to(search::search)));
+        .service(resource("/v1/search").route(web::post().to(search::search)))
+        .service(resource("/v1/embeddings").route(web::post().to(embeddings::embeddings)));
 }
 
 fn resource(path: &str) -> actix_web::Resource {

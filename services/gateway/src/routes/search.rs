@@ -1,4 +1,5 @@
-//! `POST /v1/search`: BM25 over the chunks the caller may see.
+//! `POST /v1/search`: lexical, dense or hybrid retrieval over the chunks the
+//! caller may see.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -6,7 +7,7 @@ use std::time::Instant;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sovra_index::SearchRequest;
+use sovra_retrieval::Mode;
 
 use crate::extract::{Authorized, Read, ValidJson};
 use crate::problem::Problem;
@@ -18,6 +19,8 @@ pub struct SearchBody {
     query: String,
     top_k: Option<usize>,
     #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
     filter: Filter,
 }
 
@@ -26,6 +29,25 @@ pub struct SearchBody {
 pub struct Filter {
     #[serde(default)]
     metadata: BTreeMap<String, Value>,
+}
+
+pub fn metadata_filter(meta: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, Problem> {
+    meta.into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(x) => x.to_string(),
+                _ => {
+                    return Err(Problem::invalid_parameter(
+                        &format!("filter.metadata.{k}"),
+                        "values are strings, numbers or booleans",
+                    ));
+                }
+            };
+            Ok((k, v))
+        })
+        .collect()
 }
 
 pub async fn search(
@@ -46,49 +68,34 @@ pub async fn search(
             format!("must be between 1 and {}", s.max_top_k),
         ));
     }
-    let mut metadata = BTreeMap::new();
-    for (k, v) in b.filter.metadata {
-        let v = match v {
-            Value::String(s) => s,
-            Value::Number(n) => n.to_string(),
-            Value::Bool(x) => x.to_string(),
-            _ => {
-                return Err(Problem::invalid_parameter(
-                    &format!("filter.metadata.{k}"),
-                    "values are strings, numbers or booleans",
-                ));
-            }
-        };
-        metadata.insert(k, v);
-    }
+    let metadata = metadata_filter(b.filter.metadata)?;
     auth.audit.detail("query", state.query_record(&query));
+    auth.audit.detail("mode", json!(b.mode.as_str()));
     let started = Instant::now();
-    let index = state.documents.index().clone();
-    let principal = auth.principal.clone();
-    let hits = web::block(move || {
-        let _span = tracing::info_span!("retrieve", mode = "lexical").entered();
-        let mut req = SearchRequest::new(&principal, &query, top_k);
-        req.metadata = metadata;
-        index.search(&req)
-    })
-    .await
-    .map_err(|_| Problem::internal("search failed"))?
-    .map_err(|e| {
-        tracing::error!(error = %e, "search failed");
-        Problem::internal("search failed")
-    })?;
+    let hits = state
+        .retriever
+        .retrieve(&auth.principal, &query, b.mode, top_k, &metadata)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "search failed");
+            Problem::internal("search failed")
+        })?;
     {
         let mut notes = auth.audit.0.borrow_mut();
-        notes.document_ids = sovra_index::document_ids(&hits);
+        let mut seen = std::collections::BTreeSet::new();
+        notes.document_ids = hits
+            .iter()
+            .filter(|h| seen.insert(h.document_id.clone()))
+            .map(|h| h.document_id.clone())
+            .collect();
     }
     auth.audit.detail(
         "chunk_ids",
         json!(hits.iter().map(|h| h.chunk_id.as_str()).collect::<Vec<_>>()),
     );
-    let results: Vec<Value> = hits
-        .iter()
-        .map(|h| json!({"document_id": h.document_id, "title": h.title, "chunk_id": h.chunk_id, "ordinal": h.ordinal, "score": h.score, "snippet": h.snippet}))
-        .collect();
-    Ok(HttpResponse::Ok()
-        .json(json!({"results": results, "took_ms": started.elapsed().as_secs_f64() * 1e3})))
+    Ok(HttpResponse::Ok().json(json!({
+        "mode": b.mode.as_str(),
+        "results": hits,
+        "took_ms": started.elapsed().as_secs_f64() * 1e3,
+    })))
 }

@@ -1,0 +1,241 @@
+//! Retrieval: BM25 over Tantivy and nearest neighbours in the vector store,
+//! run concurrently, both with the caller's tenant and ACL inside the index
+//! query, fused with Reciprocal Rank Fusion (score = sum of 1 / (k + rank)).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sovra_auth::Principal;
+use sovra_catalog::Catalog;
+use sovra_index::{LexicalIndex, SearchRequest};
+use sovra_inference::Embedder;
+use sovra_vectors::{VectorQuery, VectorStore};
+use tracing::Instrument;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetrievalError {
+    #[error(transparent)]
+    Index(#[from] sovra_index::IndexError),
+    #[error(transparent)]
+    Vectors(#[from] sovra_vectors::VectorError),
+    #[error(transparent)]
+    Embedding(#[from] sovra_inference::InferenceError),
+    #[error(transparent)]
+    Catalog(#[from] sovra_catalog::CatalogError),
+    #[error("retrieval task failed: {0}")]
+    Task(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Lexical,
+    Dense,
+    #[default]
+    Hybrid,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Lexical => "lexical",
+            Mode::Dense => "dense",
+            Mode::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// One retrieved chunk with its fused score and both component ranks (1-based).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Retrieved {
+    pub document_id: String,
+    pub chunk_id: String,
+    pub title: String,
+    pub ordinal: u32,
+    pub score: f32,
+    pub lexical_rank: Option<usize>,
+    pub dense_rank: Option<usize>,
+    pub lexical_score: Option<f32>,
+    pub dense_score: Option<f32>,
+    /// HTML with matched terms in `<mark>`; escaped text for dense-only hits.
+    pub snippet: String,
+    #[serde(skip)]
+    pub text: String,
+}
+
+pub struct Retriever {
+    index: Arc<LexicalIndex>,
+    vectors: Arc<dyn VectorStore>,
+    embedder: Arc<dyn Embedder>,
+    catalog: Catalog,
+    rrf_k: f32,
+    candidates: usize,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+impl Retriever {
+    pub fn new(
+        index: Arc<LexicalIndex>,
+        vectors: Arc<dyn VectorStore>,
+        embedder: Arc<dyn Embedder>,
+        catalog: Catalog,
+        rrf_k: f32,
+        candidates: usize,
+    ) -> Self {
+        Self {
+            index,
+            vectors,
+            embedder,
+            catalog,
+            rrf_k,
+            candidates,
+        }
+    }
+
+    async fn lexical(
+        &self,
+        p: &Principal,
+        query: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Vec<sovra_index::Hit>, RetrievalError> {
+        let (index, p, query, metadata, k) = (
+            self.index.clone(),
+            p.clone(),
+            query.to_owned(),
+            metadata.clone(),
+            self.candidates,
+        );
+        tokio::task::spawn_blocking(move || {
+            let _span = tracing::info_span!("retrieve_lexical").entered();
+            let mut req = SearchRequest::new(&p, &query, k);
+            req.metadata = metadata;
+            index.search(&req)
+        })
+        .await
+        .map_err(|e| RetrievalError::Task(e.to_string()))?
+        .map_err(Into::into)
+    }
+
+    async fn dense(
+        &self,
+        p: &Principal,
+        query: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Vec<sovra_vectors::VectorHit>, RetrievalError> {
+        let embedder = self.embedder.clone();
+        let text = query.to_owned();
+        let vector = tokio::task::spawn_blocking(move || embedder.embed(&[text.as_str()]))
+            .instrument(tracing::info_span!("embed_query"))
+            .await
+            .map_err(|e| RetrievalError::Task(e.to_string()))??
+            .pop()
+            .map(|e| e.vector)
+            .unwrap_or_default();
+        let mut q = VectorQuery::new(p, vector, self.candidates);
+        q.metadata = metadata.clone();
+        Ok(self
+            .vectors
+            .search(&q)
+            .instrument(tracing::info_span!("retrieve_dense"))
+            .await?)
+    }
+
+    /// Retrieves the `top_k` best chunks the principal may see.
+    pub async fn retrieve(
+        &self,
+        p: &Principal,
+        query: &str,
+        mode: Mode,
+        top_k: usize,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Vec<Retrieved>, RetrievalError> {
+        let (lexical, dense) = match mode {
+            Mode::Lexical => (self.lexical(p, query, metadata).await?, Vec::new()),
+            Mode::Dense => (Vec::new(), self.dense(p, query, metadata).await?),
+            Mode::Hybrid => {
+                let (l, d) = tokio::join!(
+                    self.lexical(p, query, metadata),
+                    self.dense(p, query, metadata)
+                );
+                (l?, d?)
+            }
+        };
+        let mut fused: HashMap<String, Retrieved> = HashMap::new();
+        for (rank, h) in lexical.into_iter().enumerate() {
+            let r = fused
+                .entry(h.chunk_id.clone())
+                .or_insert_with(|| Retrieved {
+                    document_id: h.document_id.clone(),
+                    chunk_id: h.chunk_id.clone(),
+                    title: h.title.clone(),
+                    ordinal: h.ordinal,
+                    score: 0.0,
+                    lexical_rank: None,
+                    dense_rank: None,
+                    lexical_score: None,
+                    dense_score: None,
+                    snippet: h.snippet.clone(),
+                    text: h.text.clone(),
+                });
+            r.lexical_rank = Some(rank + 1);
+            r.lexical_score = Some(h.score);
+            r.score += 1.0 / (self.rrf_k + (rank + 1) as f32);
+        }
+        let mut missing = Vec::new();
+        for (rank, h) in dense.into_iter().enumerate() {
+            let r = fused.entry(h.chunk_id.clone()).or_insert_with(|| {
+                missing.push(h.chunk_id.clone());
+                Retrieved {
+                    document_id: h.document_id.clone(),
+                    chunk_id: h.chunk_id.clone(),
+                    title: String::new(),
+                    ordinal: 0,
+                    score: 0.0,
+                    lexical_rank: None,
+                    dense_rank: None,
+                    lexical_score: None,
+                    dense_score: None,
+                    snippet: String::new(),
+                    text: String::new(),
+                }
+            });
+            r.dense_rank = Some(rank + 1);
+            r.dense_score = Some(h.score);
+            r.score += 1.0 / (self.rrf_k + (rank + 1) as f32);
+        }
+        let mut ranked: Vec<Retrieved> = fused.into_values().collect();
+        ranked.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.chunk_id.cmp(&b.chunk_id))
+        });
+        ranked.truncate(top_k);
+        // Dense-only hits: their text and title come from the catalog.
+        let wanted: Vec<String> = ranked
+            .iter()
+            .filter(|r| missing.contains(&r.chunk_id))
+            .map(|r| r.chunk_id.clone())
+            .collect();
+        if !wanted.is_empty() {
+            let texts = self.catalog.chunk_texts(&wanted).await?;
+            for r in ranked.iter_mut().filter(|r| r.text.is_empty()) {
+                if let Some(c) = texts.get(&r.chunk_id) {
+                    r.title = c.title.clone();
+                    r.ordinal = u32::try_from(c.ordinal).unwrap_or(0);
+                    r.text = c.text.clone();
+                    r.snippet = escape(&c.text.chars().take(240).collect::<String>());
+                }
+            }
+            // A vector whose chunk the catalog no longer has is stale: drop it.
+            ranked.retain(|r| !r.text.is_empty());
+        }
+        Ok(ranked)
+    }
+}
