@@ -36,6 +36,8 @@ enum Command {
     Token(cli::TokenArgs),
     /// Ingest files and folders through a running gateway.
     Ingest(cli::IngestArgs),
+    /// Score lexical, dense and hybrid search on a judged query set (nDCG, recall, MRR).
+    Eval(cli::EvalArgs),
     /// Verify, export and prune the audit trail.
     Audit {
         #[command(subcommand)]
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
             Command::Migrate => cli::migrate(&settings).await,
             Command::Token(args) => cli::token(&settings, &args),
             Command::Ingest(args) => cli::ingest(&settings, args).await,
+            Command::Eval(args) => cli::eval(&settings, args).await,
             Command::Audit { command } => match command {
                 AuditCommand::Verify => cli::audit_verify(&settings).await,
                 AuditCommand::Export {
