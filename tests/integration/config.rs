@@ -93,3 +93,18 @@ fn env_overrides_apply_and_secrets_are_not_printed() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
 }
+
+#[test]
+fn missing_models_stop_start_up_naming_the_setup_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{}[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[models]\ndir = \"{}\"\n",
+        default_auth_toml(),
+        dir.path().join("data").display(),
+        dir.path().join("no-models").display()
+    );
+    let out = run(&["serve"], &toml, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("scripts/setup-models"), "{err}");
+}
