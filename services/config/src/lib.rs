@@ -81,6 +81,10 @@ pub struct VectorSettings {
     pub url: String,
     pub api_key: String,
     pub collection: String,
+    /// Shards of a new collection on a Qdrant cluster (0: the server's default).
+    pub shards: u32,
+    /// Copies of each shard on a Qdrant cluster (0: the server's default).
+    pub replication_factor: u32,
     /// Compare the catalog with both indexes at start-up and repair differences.
     pub reconcile_on_start: bool,
 }
@@ -92,6 +96,8 @@ impl Default for VectorSettings {
             url: String::new(),
             api_key: String::new(),
             collection: "sovra_chunks".into(),
+            shards: 0,
+            replication_factor: 0,
             reconcile_on_start: true,
         }
     }

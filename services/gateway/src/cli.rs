@@ -226,6 +226,28 @@ pub struct IngestArgs {
     pub id_prefix: String,
 }
 
+/// The token a CLI command calls the API with: `--token` (or `SOVRA_TOKEN`),
+/// else a development token when a development secret is configured.
+fn api_token(
+    settings: &Settings,
+    given: &Option<String>,
+    dev: DevTokenRequest,
+) -> anyhow::Result<String> {
+    match given {
+        Some(t) => Ok(t.clone()),
+        None => mint_development_token(&settings.auth, &dev)
+            .context("no --token (or SOVRA_TOKEN) given"),
+    }
+}
+
+/// `--server` (default `http://<server.listen>`) joined with `path`.
+fn api_url(settings: &Settings, server: &Option<String>, path: &str) -> String {
+    let base = server
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", settings.server.listen));
+    format!("{}{path}", base.trim_end_matches('/'))
+}
+
 fn walk(root: &std::path::Path, out: &mut Vec<(PathBuf, String)>) -> std::io::Result<()> {
     fn visit(
         base: &std::path::Path,
@@ -280,25 +302,18 @@ fn document_id(prefix: &str, rel: &str) -> String {
 }
 
 pub async fn ingest(settings: &Settings, args: IngestArgs) -> anyhow::Result<ExitCode> {
-    let token = match &args.token {
-        Some(t) => t.clone(),
-        None => mint_development_token(
-            &settings.auth,
-            &DevTokenRequest {
-                subject: "sovra-cli".into(),
-                tenant: args.tenant.clone().unwrap_or_else(|| "default".into()),
-                roles: vec!["ingester".into()],
-                groups: Vec::new(),
-                ttl_secs: 3600,
-            },
-        )
-        .context("no --token (or SOVRA_TOKEN) given")?,
-    };
-    let server = args
-        .server
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", settings.server.listen));
-    let url = format!("{}/v1/documents", server.trim_end_matches('/'));
+    let token = api_token(
+        settings,
+        &args.token,
+        DevTokenRequest {
+            subject: "sovra-cli".into(),
+            tenant: args.tenant.clone().unwrap_or_else(|| "default".into()),
+            roles: vec!["ingester".into()],
+            groups: Vec::new(),
+            ttl_secs: 3600,
+        },
+    )?;
+    let url = api_url(settings, &args.server, "/v1/documents");
     let mut files = Vec::new();
     for p in &args.paths {
         walk(p, &mut files).with_context(|| format!("reading {}", p.display()))?;
@@ -452,25 +467,18 @@ pub async fn eval(settings: &Settings, args: EvalArgs) -> anyhow::Result<ExitCod
             })
         })
         .collect::<Result<_, _>>()?;
-    let token = match &args.token {
-        Some(t) => t.clone(),
-        None => mint_development_token(
-            &settings.auth,
-            &DevTokenRequest {
-                subject: "sovra-eval".into(),
-                tenant: args.tenant.clone(),
-                roles: vec!["reader".into()],
-                groups: args.groups.clone(),
-                ttl_secs: 3600,
-            },
-        )
-        .context("no --token (or SOVRA_TOKEN) given")?,
-    };
-    let server = args
-        .server
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", settings.server.listen));
-    let url = format!("{}/v1/search", server.trim_end_matches('/'));
+    let token = api_token(
+        settings,
+        &args.token,
+        DevTokenRequest {
+            subject: "sovra-eval".into(),
+            tenant: args.tenant.clone(),
+            roles: vec!["reader".into()],
+            groups: args.groups.clone(),
+            ttl_secs: 3600,
+        },
+    )?;
+    let url = api_url(settings, &args.server, "/v1/search");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;

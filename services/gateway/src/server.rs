@@ -151,6 +151,10 @@ pub async fn open_documents(
                 Some(settings.vectors.api_key.clone()).filter(|k| !k.is_empty()),
                 &settings.vectors.collection,
                 dims,
+                sovra_vectors::ClusterLayout {
+                    shards: settings.vectors.shards,
+                    replication_factor: settings.vectors.replication_factor,
+                },
             )
             .await?,
         ),
@@ -199,5 +203,16 @@ pub async fn open_documents(
             );
         }
     }
+    // qdrant-edge builds its HNSW index only when asked: now, then every ten minutes.
+    let vectors = documents.vectors().clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            if let Err(e) = vectors.optimize().await {
+                tracing::warn!(error = %e, "vector store optimization failed");
+            }
+        }
+    });
     Ok((documents, retriever))
 }

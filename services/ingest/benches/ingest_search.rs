@@ -395,6 +395,7 @@ async fn main() {
             search_vectors.upsert(points).await.unwrap();
             indexed = end;
         }
+        search_vectors.optimize().await.unwrap();
         for (label, mode) in [("bm25", None), ("hybrid", Some(Mode::Hybrid))] {
             let (n50, n99) = latency(&retriever, &search_index, &narrow, mode, &mut rng, 200).await;
             let (b50, b99) = latency(&retriever, &search_index, &broad, mode, &mut rng, 200).await;

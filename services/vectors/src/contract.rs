@@ -99,6 +99,15 @@ async fn contract(store: &dyn VectorStore) {
     let mut q = VectorQuery::new(&treasurer, unit(0), 10);
     q.metadata.insert("dept".into(), "ops".into());
     assert!(store.search(&q).await.unwrap().is_empty());
+    store.optimize().await.unwrap();
+    assert_eq!(
+        ids(store
+            .search(&VectorQuery::new(&alice, unit(0), 10))
+            .await
+            .unwrap()),
+        vec!["d2:0"],
+        "after optimize"
+    );
     // Upsert replaces by chunk id; delete removes a whole document.
     store
         .upsert(vec![point(
@@ -150,8 +159,14 @@ async fn server_backend_meets_the_contract() {
         return;
     };
     let collection = format!("sovra_contract_{}", uuid::Uuid::now_v7().simple());
-    let store = ServerStore::connect(&url, std::env::var("QDRANT_API_KEY").ok(), &collection, DIM)
-        .await
-        .unwrap();
+    let store = ServerStore::connect(
+        &url,
+        std::env::var("QDRANT_API_KEY").ok(),
+        &collection,
+        DIM,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     contract(&store).await;
 }

@@ -220,4 +220,12 @@ impl VectorStore for EdgeStore {
     fn backend(&self) -> &'static str {
         "qdrant-edge"
     }
+
+    async fn optimize(&self) -> Result<(), VectorError> {
+        self.blocking(|shard| {
+            let _span = tracing::info_span!("vector_optimize").entered();
+            shard.optimize().map(|_| ()).map_err(err)
+        })
+        .await
+    }
 }

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use sovra_auth::{Acl, Principal};
 
 pub use edge::EdgeStore;
-pub use server::ServerStore;
+pub use server::{ClusterLayout, ServerStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VectorError {
@@ -80,6 +80,11 @@ pub trait VectorStore: Send + Sync {
     async fn document_counts(&self) -> Result<BTreeMap<String, usize>, VectorError>;
     /// Which backend this is, for logs and metrics.
     fn backend(&self) -> &'static str;
+    /// Builds search indexes for what was written since the last call
+    /// (qdrant-edge runs no background optimizer; a Qdrant server does).
+    async fn optimize(&self) -> Result<(), VectorError> {
+        Ok(())
+    }
 }
 
 /// Point ids are UUIDs derived from the chunk id, so an upsert of the same

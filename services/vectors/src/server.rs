@@ -17,6 +17,13 @@ use crate::{
     point_uuid,
 };
 
+/// How a new collection is laid out on a Qdrant cluster (0: server default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterLayout {
+    pub shards: u32,
+    pub replication_factor: u32,
+}
+
 pub struct ServerStore {
     client: Qdrant,
     collection: String,
@@ -33,6 +40,7 @@ impl ServerStore {
         api_key: Option<String>,
         collection: &str,
         dimensions: usize,
+        layout: ClusterLayout,
     ) -> Result<Self, VectorError> {
         let client = Qdrant::from_url(url)
             .api_key(api_key)
@@ -41,9 +49,18 @@ impl ServerStore {
             .map_err(err)?;
         if !client.collection_exists(collection).await.map_err(err)? {
             client
-                .create_collection(CreateCollectionBuilder::new(collection).vectors_config(
-                    VectorParamsBuilder::new(dimensions as u64, Distance::Cosine),
-                ))
+                .create_collection({
+                    let mut b = CreateCollectionBuilder::new(collection).vectors_config(
+                        VectorParamsBuilder::new(dimensions as u64, Distance::Cosine),
+                    );
+                    if layout.shards > 0 {
+                        b = b.shard_number(layout.shards);
+                    }
+                    if layout.replication_factor > 0 {
+                        b = b.replication_factor(layout.replication_factor);
+                    }
+                    b
+                })
                 .await
                 .map_err(err)?;
             for field in KEYWORD_FIELDS {

@@ -67,10 +67,15 @@ fn valid_id(id: &str) -> Result<(), Problem> {
     Ok(())
 }
 
-fn flat_metadata(meta: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, Problem> {
+/// Metadata as flat strings: string, number and boolean values only; the
+/// field at fault is named under `prefix`.
+pub fn flat_metadata(
+    meta: BTreeMap<String, Value>,
+    prefix: &str,
+) -> Result<BTreeMap<String, String>, Problem> {
     meta.into_iter()
         .map(|(k, v)| {
-            let field = format!("metadata.{k}");
+            let field = format!("{prefix}.{k}");
             if k.is_empty() || k.len() > 64 {
                 return Err(Problem::invalid_parameter(
                     &field,
@@ -205,7 +210,7 @@ async fn create_json(
     state: &AppState,
 ) -> Result<HttpResponse, Problem> {
     let (id, title, tenant, acl) = prepare(&auth, j.id, j.title, j.tenant, j.acl)?;
-    let metadata = flat_metadata(j.metadata)?;
+    let metadata = flat_metadata(j.metadata, "metadata")?;
     let (format, bytes) = match (j.text, j.content) {
         (Some(text), None) => (Format::Text, text.into_bytes()),
         (None, Some(content)) => {
@@ -339,7 +344,7 @@ async fn create_multipart(
         format,
         bytes,
         acl,
-        metadata: flat_metadata(metadata)?,
+        metadata: flat_metadata(metadata, "metadata")?,
         created_by: auth.principal.subject.clone(),
     };
     store(state, &auth.audit, doc).await

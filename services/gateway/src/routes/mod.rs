@@ -2,7 +2,7 @@
 //! document under docs/ must list each (a test checks).
 
 mod audit;
-mod documents;
+pub mod documents;
 mod embeddings;
 mod health;
 mod search;

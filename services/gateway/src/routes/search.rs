@@ -11,6 +11,7 @@ use sovra_retrieval::Mode;
 
 use crate::extract::{Authorized, Read, ValidJson};
 use crate::problem::Problem;
+use crate::routes::documents::flat_metadata;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -31,25 +32,6 @@ pub struct Filter {
     metadata: BTreeMap<String, Value>,
 }
 
-pub fn metadata_filter(meta: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, Problem> {
-    meta.into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Value::String(s) => s,
-                Value::Number(n) => n.to_string(),
-                Value::Bool(x) => x.to_string(),
-                _ => {
-                    return Err(Problem::invalid_parameter(
-                        &format!("filter.metadata.{k}"),
-                        "values are strings, numbers or booleans",
-                    ));
-                }
-            };
-            Ok((k, v))
-        })
-        .collect()
-}
-
 pub async fn search(
     auth: Authorized<Read>,
     body: ValidJson<SearchBody>,
@@ -68,7 +50,7 @@ pub async fn search(
             format!("must be between 1 and {}", s.max_top_k),
         ));
     }
-    let metadata = metadata_filter(b.filter.metadata)?;
+    let metadata = flat_metadata(b.filter.metadata, "filter.metadata")?;
     auth.audit.detail("query", state.query_record(&query));
     auth.audit.detail("mode", json!(b.mode.as_str()));
     let started = Instant::now();
