@@ -349,7 +349,7 @@ async fn main() {
     let broad = principal((0..GROUPS).map(|g| format!("g{g}")).collect());
     println!();
     println!(
-        "search, top 10, 200 random 3-word queries per cell; bulk-loaded chunks (random unit vectors: latency, not quality);"
+        "search, top 10, 200 random 3-word queries per cell; bulk-loaded chunks (random unit vectors: latency, not quality), qdrant-edge HNSW built after loading;"
     );
     println!(
         "hybrid = query embedding + BM25 (100 candidates) and qdrant-edge (100 candidates) concurrently, RRF:"
