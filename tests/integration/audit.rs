@@ -83,10 +83,7 @@ async fn concurrent_requests_form_one_verified_chain() {
         assert_eq!(report["checked"], 200);
         let api = json(s.get("/v1/audit/verify", Some(&token(&["auditor"]))).await).await;
         assert_eq!(api["ok"], true);
-        drop(s);
-        if let Some(pg) = pg {
-            pg.drop_db().await;
-        }
+        finish(s, pg).await;
     }
 }
 
@@ -149,10 +146,7 @@ async fn tables_are_append_only_and_tampering_is_found() {
         let out = s.cli(&["audit", "verify"]);
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(report["ok"], false, "{db:?}");
-        drop(s);
-        if let Some(pg) = pg {
-            pg.drop_db().await;
-        }
+        finish(s, pg).await;
     }
 }
 
@@ -187,10 +181,7 @@ async fn no_answer_without_a_committed_record() {
         let records = s.audit_records();
         assert_eq!(records.len(), 2);
         s.verify_ok();
-        drop(s);
-        if let Some(pg) = pg {
-            pg.drop_db().await;
-        }
+        finish(s, pg).await;
     }
 }
 
@@ -298,10 +289,7 @@ async fn query_filters_pages_and_tenant_scope() {
             assert_eq!(r.headers()["content-type"], "application/problem+json");
             assert_eq!(json(r).await["field"], field, "{path}");
         }
-        drop(s);
-        if let Some(pg) = pg {
-            pg.drop_db().await;
-        }
+        finish(s, pg).await;
     }
 }
 
@@ -354,10 +342,7 @@ async fn exports_stream_jsonl_and_csv() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 0);
         let out = s.cli(&["audit", "export", "--since", "soon"]);
         assert!(!out.status.success());
-        drop(s);
-        if let Some(pg) = pg {
-            pg.drop_db().await;
-        }
+        finish(s, pg).await;
     }
 }
 
@@ -428,9 +413,6 @@ async fn pruning_keeps_the_chain_verifiable_behind_a_signed_checkpoint() {
             .unwrap();
         assert_eq!(r.status(), 400);
         assert_eq!(json(r).await["field"], "before");
-        drop(s);
-        if let Some(pg) = pg {
-            pg.drop_db().await;
-        }
+        finish(s, pg).await;
     }
 }

@@ -101,10 +101,7 @@ async fn sigkill_under_load_loses_no_answered_record() {
             answered.len(),
             records.len()
         );
-        drop(s);
-        if let Some(pg) = pg {
-            pg.drop_db().await;
-        }
+        finish(s, pg).await;
     }
 }
 

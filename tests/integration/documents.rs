@@ -179,10 +179,7 @@ async fn every_format_is_ingested_and_searchable_at_once() {
             .collect();
         assert!(searches.iter().any(|r| r["document_ids"][0] == "json-pdf"
             && r["details"]["query"]["text"] == "potassium chloride"));
-        drop(s);
-        if let Some(pg) = pg {
-            pg.drop_db().await;
-        }
+        finish(s, pg).await;
     }
 }
 
@@ -275,10 +272,7 @@ async fn reingest_replaces_unchanged_is_a_noop_delete_removes_everywhere() {
             "{db:?}: every write, read and delete of fx"
         );
         s.verify_ok();
-        drop(s);
-        if let Some(pg) = pg {
-            pg.drop_db().await;
-        }
+        finish(s, pg).await;
     }
 }
 

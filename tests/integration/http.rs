@@ -168,10 +168,7 @@ async fn health_readiness_and_metrics_need_no_token_and_are_not_audited() {
         assert!(m.contains("sovra_audit_commit_seconds_count"));
         assert!(!m.contains("alice"), "no subject in metric labels");
         assert_eq!(s.audit_records().len(), 1, "{db:?}");
-        drop(s);
-        if let Some(pg) = pg {
-            pg.drop_db().await;
-        }
+        finish(s, pg).await;
     }
 }
 

@@ -153,10 +153,7 @@ async fn hybrid_finds_paraphrases_and_identifiers_within_the_acl() {
             .unwrap();
         assert_eq!(bad.status(), 400);
         assert_eq!(json(bad).await["field"], "mode");
-        drop(s);
-        if let Some(pg) = pg {
-            pg.drop_db().await;
-        }
+        finish(s, pg).await;
     }
 }
 

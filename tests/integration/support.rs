@@ -263,6 +263,14 @@ impl Server {
     }
 }
 
+/// Stops the server, then drops its PostgreSQL database if it had one.
+pub async fn finish(s: Server, pg: Option<PgDb>) {
+    drop(s);
+    if let Some(pg) = pg {
+        pg.drop_db().await;
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();

@@ -64,6 +64,25 @@ pub struct Retrieved {
     pub text: String,
 }
 
+impl Retrieved {
+    /// A result known only by its ids; the retrievers fill in the rest.
+    fn empty(document_id: &str, chunk_id: &str) -> Self {
+        Self {
+            document_id: document_id.to_owned(),
+            chunk_id: chunk_id.to_owned(),
+            title: String::new(),
+            ordinal: 0,
+            score: 0.0,
+            lexical_rank: None,
+            dense_rank: None,
+            lexical_score: None,
+            dense_score: None,
+            snippet: String::new(),
+            text: String::new(),
+        }
+    }
+}
+
 pub struct Retriever {
     index: Arc<LexicalIndex>,
     vectors: Arc<dyn VectorStore>,
@@ -172,17 +191,11 @@ impl Retriever {
             let r = fused
                 .entry(h.chunk_id.clone())
                 .or_insert_with(|| Retrieved {
-                    document_id: h.document_id.clone(),
-                    chunk_id: h.chunk_id.clone(),
                     title: h.title.clone(),
                     ordinal: h.ordinal,
-                    score: 0.0,
-                    lexical_rank: None,
-                    dense_rank: None,
-                    lexical_score: None,
-                    dense_score: None,
                     snippet: h.snippet.clone(),
                     text: h.text.clone(),
+                    ..Retrieved::empty(&h.document_id, &h.chunk_id)
                 });
             r.lexical_rank = Some(rank + 1);
             r.lexical_score = Some(h.score);
@@ -192,19 +205,7 @@ impl Retriever {
         for (rank, h) in dense.into_iter().enumerate() {
             let r = fused.entry(h.chunk_id.clone()).or_insert_with(|| {
                 missing.push(h.chunk_id.clone());
-                Retrieved {
-                    document_id: h.document_id.clone(),
-                    chunk_id: h.chunk_id.clone(),
-                    title: String::new(),
-                    ordinal: 0,
-                    score: 0.0,
-                    lexical_rank: None,
-                    dense_rank: None,
-                    lexical_score: None,
-                    dense_score: None,
-                    snippet: String::new(),
-                    text: String::new(),
-                }
+                Retrieved::empty(&h.document_id, &h.chunk_id)
             });
             r.dense_rank = Some(rank + 1);
             r.dense_score = Some(h.score);
