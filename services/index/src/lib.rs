@@ -9,7 +9,7 @@
 
 mod analysis;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -379,7 +379,7 @@ impl LexicalIndex {
             snippet.set_snippet_prefix_postfix("<mark>", "</mark>");
             let mut html = snippet.to_html();
             if html.is_empty() {
-                html = escape(&text_of(f.body).chars().take(240).collect::<String>());
+                html = plain_snippet(&text_of(f.body));
             }
             hits.push(Hit {
                 document_id: text_of(f.document_id),
@@ -399,20 +399,17 @@ impl LexicalIndex {
     }
 }
 
+/// The snippet of a chunk with no highlighted terms: its first 240
+/// characters, HTML-escaped (the same form as highlighted snippets).
+pub fn plain_snippet(text: &str) -> String {
+    escape(&text.chars().take(240).collect::<String>())
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-/// Distinct document ids in a hit list, in rank order.
-pub fn document_ids(hits: &[Hit]) -> Vec<String> {
-    let mut seen = BTreeSet::new();
-    hits.iter()
-        .filter(|h| seen.insert(h.document_id.clone()))
-        .map(|h| h.document_id.clone())
-        .collect()
 }
 
 #[cfg(test)]

@@ -83,6 +83,16 @@ impl Retrieved {
     }
 }
 
+/// Distinct document ids of ranked results, in rank order.
+pub fn document_ids(results: &[Retrieved]) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    results
+        .iter()
+        .filter(|r| seen.insert(r.document_id.as_str()))
+        .map(|r| r.document_id.clone())
+        .collect()
+}
+
 pub struct Retriever {
     index: Arc<LexicalIndex>,
     vectors: Arc<dyn VectorStore>,
@@ -90,13 +100,6 @@ pub struct Retriever {
     catalog: Catalog,
     rrf_k: f32,
     candidates: usize,
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 impl Retriever {
@@ -231,7 +234,7 @@ impl Retriever {
                     r.title = c.title.clone();
                     r.ordinal = u32::try_from(c.ordinal).unwrap_or(0);
                     r.text = c.text.clone();
-                    r.snippet = escape(&c.text.chars().take(240).collect::<String>());
+                    r.snippet = sovra_index::plain_snippet(&c.text);
                 }
             }
             // A vector whose chunk the catalog no longer has is stale: drop it.

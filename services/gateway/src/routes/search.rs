@@ -62,15 +62,7 @@ pub async fn search(
             tracing::error!(error = %e, "search failed");
             Problem::internal("search failed")
         })?;
-    {
-        let mut notes = auth.audit.0.borrow_mut();
-        let mut seen = std::collections::BTreeSet::new();
-        notes.document_ids = hits
-            .iter()
-            .filter(|h| seen.insert(h.document_id.clone()))
-            .map(|h| h.document_id.clone())
-            .collect();
-    }
+    auth.audit.0.borrow_mut().document_ids = sovra_retrieval::document_ids(&hits);
     auth.audit.detail(
         "chunk_ids",
         json!(hits.iter().map(|h| h.chunk_id.as_str()).collect::<Vec<_>>()),
