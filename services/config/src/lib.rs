@@ -44,6 +44,91 @@ pub struct Settings {
     pub search: SearchSettings,
     pub embeddings: EmbeddingSettings,
     pub vectors: VectorSettings,
+    pub generator: GeneratorSettings,
+    pub answer: AnswerSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProviderSetting {
+    Cpu,
+    /// ONNX Runtime's CUDA execution provider (the `onnxruntime-gpu` library);
+    /// start-up fails when it cannot be used, never falls back silently.
+    Cuda,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratorSettings {
+    /// The model folder's name under `models.dir`, made by `scripts/setup-generator`.
+    pub model: String,
+    /// An explicit model folder, instead of `models.dir/<model>`.
+    pub dir: Option<PathBuf>,
+    pub execution_provider: ExecutionProviderSetting,
+    pub cuda_device: i32,
+    /// ONNX Runtime's CUDA library folder (`onnxruntime-gpu`), used when
+    /// `execution_provider = "cuda"`; empty: `models.dir/onnxruntime-gpu`.
+    pub cuda_library: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads per generation.
+    pub intra_threads: usize,
+    /// Generations run at the same time; each holds its own session.
+    pub workers: usize,
+    /// Requests that may wait for a worker; past it, 429 with Retry-After.
+    pub queue_capacity: usize,
+    pub retry_after_secs: u64,
+    /// Prompt plus completion, in tokens (at most the model's context).
+    pub context_tokens: usize,
+    pub default_max_tokens: usize,
+    pub max_tokens_limit: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: usize,
+    pub repetition_penalty: f32,
+}
+
+impl Default for GeneratorSettings {
+    fn default() -> Self {
+        Self {
+            model: "qwen2.5-coder-0.5b-instruct".into(),
+            dir: None,
+            execution_provider: ExecutionProviderSetting::Cpu,
+            cuda_device: 0,
+            cuda_library: None,
+            intra_threads: 2,
+            workers: 1,
+            queue_capacity: 8,
+            retry_after_secs: 5,
+            context_tokens: 4096,
+            default_max_tokens: 256,
+            max_tokens_limit: 1024,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            repetition_penalty: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnswerSettings {
+    /// Chunks retrieved for a question (the sources the model may cite).
+    pub top_k: usize,
+    /// A source must score at least this cosine similarity on the dense leg,
+    /// or appear in the lexical leg, to be put in the prompt.
+    pub min_dense_score: f32,
+    /// Tokens a single source may take in the prompt (longer ones are cut).
+    pub max_source_tokens: usize,
+}
+
+impl Default for AnswerSettings {
+    fn default() -> Self {
+        Self {
+            top_k: 6,
+            min_dense_score: 0.3,
+            max_source_tokens: 400,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -520,6 +605,67 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
+        let g = &self.generator;
+        if g.model.is_empty() && g.dir.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "generator.model",
+                message: "must not be empty".into(),
+            });
+        }
+        if g.workers == 0 {
+            return Err(ConfigError::Invalid {
+                key: "generator.workers",
+                message: "must be at least 1".into(),
+            });
+        }
+        if g.context_tokens < 256 {
+            return Err(ConfigError::Invalid {
+                key: "generator.context_tokens",
+                message: "must be at least 256".into(),
+            });
+        }
+        if g.max_tokens_limit == 0 || g.max_tokens_limit >= g.context_tokens {
+            return Err(ConfigError::Invalid {
+                key: "generator.max_tokens_limit",
+                message: "must be at least 1 and less than generator.context_tokens".into(),
+            });
+        }
+        if g.default_max_tokens == 0 || g.default_max_tokens > g.max_tokens_limit {
+            return Err(ConfigError::Invalid {
+                key: "generator.default_max_tokens",
+                message: "must be between 1 and generator.max_tokens_limit".into(),
+            });
+        }
+        if !(0.0..=2.0).contains(&g.temperature) {
+            return Err(ConfigError::Invalid {
+                key: "generator.temperature",
+                message: "must be between 0 and 2".into(),
+            });
+        }
+        if !(g.top_p > 0.0 && g.top_p <= 1.0) {
+            return Err(ConfigError::Invalid {
+                key: "generator.top_p",
+                message: "must be in (0, 1]".into(),
+            });
+        }
+        if !(g.repetition_penalty > 0.0 && g.repetition_penalty <= 10.0) {
+            return Err(ConfigError::Invalid {
+                key: "generator.repetition_penalty",
+                message: "must be in (0, 10]".into(),
+            });
+        }
+        if self.answer.top_k == 0 || self.answer.top_k > self.search.max_top_k {
+            return Err(ConfigError::Invalid {
+                key: "answer.top_k",
+                message: "must be between 1 and search.max_top_k".into(),
+            });
+        }
+        if self.answer.max_source_tokens < 32 {
+            return Err(ConfigError::Invalid {
+                key: "answer.max_source_tokens",
+                message: "must be at least 32".into(),
+            });
+        }
         let url = &self.database.url;
         if !(url.is_empty()
             || url.starts_with("postgres://")
@@ -572,6 +718,23 @@ impl Settings {
     pub fn onnxruntime_library(&self) -> PathBuf {
         self.models_dir()
             .join("onnxruntime/libonnxruntime.so.1.32.0")
+    }
+
+    /// The generative model's folder (`scripts/setup-generator` makes it).
+    pub fn generator_dir(&self) -> PathBuf {
+        self.generator
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.models_dir().join(&self.generator.model))
+    }
+
+    /// ONNX Runtime with the CUDA execution provider (`onnxruntime-gpu`).
+    pub fn cuda_onnxruntime_library(&self) -> PathBuf {
+        self.generator
+            .cuda_library
+            .clone()
+            .unwrap_or_else(|| self.models_dir().join("onnxruntime-gpu"))
+            .join("libonnxruntime.so.1.32.0")
     }
 
     /// Where the embedded vector store lives.

@@ -1,11 +1,20 @@
 //! Models run in-process by ONNX Runtime (`ort`, loaded dynamically from the
 //! library `scripts/setup-models` fetched): the [`Embedder`] trait and
-//! [`OnnxEmbedder`], all-MiniLM-L6-v2 with mean pooling and L2 normalisation.
+//! [`OnnxEmbedder`], all-MiniLM-L6-v2 with mean pooling and L2 normalisation;
+//! the [`Generator`] trait and [`OnnxGenerator`], a decoder with a KV cache
+//! from ONNX Runtime's model builder; and the [`GenerationQueue`] in front of it.
 
 mod embed;
+pub mod generate;
+mod queue;
 mod runtime;
 
 pub use embed::{Embedder, Embedding, OnnxEmbedder};
+pub use generate::{
+    ChatMessage, FinishReason, Generation, Generator, GeneratorOptions, OnnxGenerator,
+    SamplingParams,
+};
+pub use queue::{GenerationEvent, GenerationQueue, QueueFull};
 pub use runtime::{ExecutionProvider, init_runtime};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +27,16 @@ pub enum InferenceError {
     Runtime(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error(
+        "generative model file not found at {0}: run scripts/setup-generator (or set generator.dir)"
+    )]
+    GeneratorMissing(String),
+    #[error("model: {0}")]
+    Model(String),
+    #[error("chat template: {0}")]
+    Template(String),
+    #[error("the CUDA execution provider was configured but cannot be used: {0}")]
+    CudaUnavailable(String),
     #[error("invalid input: {0}")]
     Input(String),
 }

@@ -1,0 +1,129 @@
+//! Text generation: the [`Generator`] trait, its ONNX Runtime implementation
+//! ([`OnnxGenerator`]: prefill, then incremental decode with a KV cache),
+//! sampling, the model's own chat template, and stop handling.
+
+mod onnx;
+mod sampling;
+mod template;
+mod text;
+
+use serde::Serialize;
+
+pub use onnx::{DecoderConfig, GeneratorOptions, OnnxGenerator};
+pub use sampling::Sampler;
+pub use template::ChatTemplate;
+pub use text::TextStream;
+
+use crate::{ExecutionProvider, InferenceError};
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: &str, content: impl Into<String>) -> Self {
+        Self {
+            role: role.to_owned(),
+            content: content.into(),
+        }
+    }
+}
+
+/// How the next token is chosen, and when generation stops.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// 0: greedy (always the most likely token).
+    pub temperature: f32,
+    /// Nucleus sampling: the smallest set of tokens whose probability reaches
+    /// `top_p` (1: off).
+    pub top_p: f32,
+    /// Only the `top_k` most likely tokens (0: off).
+    pub top_k: usize,
+    /// Same seed, same prompt, same output. `None`: a fresh random seed.
+    pub seed: Option<u64>,
+    /// > 1 makes tokens already generated less likely (1: off).
+    pub repetition_penalty: f32,
+    /// Generation stops before the first occurrence of any of these.
+    pub stop: Vec<String>,
+    /// Added to a token's logit before sampling (OpenAI's `logit_bias`).
+    pub logit_bias: Vec<(u32, f32)>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: None,
+            repetition_penalty: 1.0,
+            stop: Vec::new(),
+            logit_bias: Vec::new(),
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-turn token or a stop sequence.
+    Stop,
+    /// `max_tokens` or the context was reached.
+    Length,
+    /// The caller went away.
+    Cancelled,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generation {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub finish_reason: FinishReason,
+    /// From the call to the first generated token (prefill included).
+    pub first_token_ms: f64,
+    pub total_ms: f64,
+}
+
+/// Produces text from a prompt. Blocking: call from a blocking thread.
+pub trait Generator: Send + Sync {
+    fn model_id(&self) -> &str;
+    /// The most tokens prompt and completion may take together.
+    fn context_tokens(&self) -> usize;
+    fn vocab_size(&self) -> usize;
+    fn execution_provider(&self) -> ExecutionProvider;
+    /// The conversation in the model's own chat template, ready for the
+    /// assistant's turn.
+    fn render(&self, messages: &[ChatMessage]) -> Result<String, InferenceError>;
+    /// Tokens `text` takes in a prompt.
+    fn count_tokens(&self, text: &str) -> Result<usize, InferenceError>;
+    /// `text` cut to at most `max_tokens` tokens, at a token boundary.
+    fn truncate(&self, text: &str, max_tokens: usize) -> Result<String, InferenceError>;
+    /// Generates a completion of `prompt`. `on_text` receives each new piece
+    /// of text (possibly empty) after every decoding step; returning `false`
+    /// cancels the generation.
+    fn generate(
+        &self,
+        prompt: &str,
+        params: &SamplingParams,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation, InferenceError>;
+}

@@ -1,0 +1,341 @@
+//! The decode loop against the tiny test model (random weights, same
+//! input/output contract as the real one) and, once, against the real model.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sovra_inference::{
+    ChatMessage, FinishReason, GenerationEvent, GenerationQueue, Generator, GeneratorOptions,
+    InferenceError, OnnxGenerator, SamplingParams,
+};
+
+fn models() -> PathBuf {
+    std::env::var("SOVRA_MODELS_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/sovra/models")
+        })
+}
+
+fn runtime() -> PathBuf {
+    models().join("onnxruntime/libonnxruntime.so.1.32.0")
+}
+
+fn tiny_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-llm")
+}
+
+fn tiny(sessions: usize) -> OnnxGenerator {
+    OnnxGenerator::load(
+        &runtime(),
+        &tiny_dir(),
+        &GeneratorOptions {
+            sessions,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+#[derive(serde::Deserialize)]
+struct Expected {
+    prompt: String,
+    prompt_ids: Vec<u32>,
+    greedy_tokens: Vec<u32>,
+}
+
+fn expected() -> Expected {
+    serde_json::from_str(&std::fs::read_to_string(tiny_dir().join("expected.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn greedy_decoding_matches_onnx_runtimes_own_generation_loop() {
+    let g = tiny(1);
+    let e = expected();
+    assert_eq!(
+        g.encode(&e.prompt).unwrap(),
+        e.prompt_ids,
+        "tokenizer differs"
+    );
+    let (tokens, _) = g
+        .logits_with_cache(&e.prompt_ids, e.greedy_tokens.len())
+        .unwrap();
+    assert_eq!(tokens, e.greedy_tokens);
+}
+
+#[test]
+fn the_kv_cache_gives_the_same_logits_as_recomputing_from_scratch() {
+    let g = tiny(1);
+    let prompt = expected().prompt_ids;
+    let steps = 16;
+    let (tokens, cached) = g.logits_with_cache(&prompt, steps).unwrap();
+    let mut seq = prompt.clone();
+    for (step, logits) in cached.iter().enumerate() {
+        let fresh = g.logits_without_cache(&seq).unwrap();
+        let diff = fresh
+            .iter()
+            .zip(logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-3, "step {step}: max |difference| {diff}");
+        seq.push(tokens[step]);
+    }
+}
+
+fn collect(
+    g: &dyn Generator,
+    prompt: &str,
+    p: &SamplingParams,
+) -> (String, sovra_inference::Generation) {
+    let mut streamed = String::new();
+    let out = g
+        .generate(prompt, p, &mut |piece| {
+            streamed.push_str(piece);
+            true
+        })
+        .unwrap();
+    (streamed, out)
+}
+
+#[test]
+fn streamed_pieces_add_up_to_the_text_and_max_tokens_is_respected() {
+    let g = tiny(1);
+    let p = SamplingParams {
+        max_tokens: 20,
+        logit_bias: g
+            .config()
+            .eos_token_ids
+            .iter()
+            .map(|&t| (t, -100.0))
+            .collect(),
+        ..Default::default()
+    };
+    let (streamed, out) = collect(&g, &expected().prompt, &p);
+    assert_eq!(streamed, out.text);
+    assert_eq!(out.completion_tokens, 20);
+    assert_eq!(out.finish_reason, FinishReason::Length);
+    assert_eq!(out.prompt_tokens, expected().prompt_ids.len());
+}
+
+#[test]
+fn the_same_seed_gives_the_same_output_and_another_seed_another() {
+    let g = tiny(1);
+    let params = |seed| SamplingParams {
+        max_tokens: 32,
+        temperature: 1.0,
+        top_p: 0.95,
+        top_k: 100,
+        seed: Some(seed),
+        logit_bias: g
+            .config()
+            .eos_token_ids
+            .iter()
+            .map(|&t| (t, -100.0))
+            .collect(),
+        ..Default::default()
+    };
+    let prompt = expected().prompt;
+    let a = collect(&g, &prompt, &params(42)).1.text;
+    let b = collect(&g, &prompt, &params(42)).1.text;
+    let c = collect(&g, &prompt, &params(43)).1.text;
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    let greedy = collect(
+        &g,
+        &prompt,
+        &SamplingParams {
+            max_tokens: 32,
+            ..Default::default()
+        },
+    )
+    .1
+    .text;
+    assert_ne!(
+        a, greedy,
+        "sampling at temperature 1 should leave the greedy path"
+    );
+}
+
+#[test]
+fn a_stop_sequence_ends_generation_before_it() {
+    let g = tiny(1);
+    let no_eos: Vec<(u32, f32)> = g
+        .config()
+        .eos_token_ids
+        .iter()
+        .map(|&t| (t, -100.0))
+        .collect();
+    let base = SamplingParams {
+        max_tokens: 40,
+        logit_bias: no_eos.clone(),
+        ..Default::default()
+    };
+    let full = collect(&g, &expected().prompt, &base).1.text;
+    // Stop at a piece of the greedy output's middle.
+    let chars: Vec<char> = full.chars().collect();
+    assert!(chars.len() > 10, "{full:?}");
+    let stop: String = chars[6..9].iter().collect();
+    let cut = full.find(&stop).unwrap();
+    let p = SamplingParams {
+        stop: vec![stop],
+        ..base
+    };
+    let (streamed, out) = collect(&g, &expected().prompt, &p);
+    assert_eq!(out.text, full[..cut]);
+    assert_eq!(streamed, out.text);
+    assert_eq!(out.finish_reason, FinishReason::Stop);
+}
+
+#[test]
+fn returning_false_cancels_the_generation() {
+    let g = tiny(1);
+    let p = SamplingParams {
+        max_tokens: 500,
+        logit_bias: g
+            .config()
+            .eos_token_ids
+            .iter()
+            .map(|&t| (t, -100.0))
+            .collect(),
+        ..Default::default()
+    };
+    let mut steps = 0;
+    let out = g
+        .generate(&expected().prompt, &p, &mut |_| {
+            steps += 1;
+            steps < 5
+        })
+        .unwrap();
+    assert_eq!(out.finish_reason, FinishReason::Cancelled);
+    assert_eq!(out.completion_tokens, 5);
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_an_error() {
+    let g = tiny(1);
+    let long = "word ".repeat(g.context_tokens() * 2);
+    let err = g
+        .generate(&long, &SamplingParams::default(), &mut |_| true)
+        .unwrap_err();
+    assert!(matches!(err, InferenceError::Input(_)), "{err}");
+}
+
+#[test]
+fn a_missing_model_folder_names_the_setup_command() {
+    let err = OnnxGenerator::load(
+        &runtime(),
+        &PathBuf::from("/nonexistent/model"),
+        &GeneratorOptions::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("scripts/setup-generator"), "{err}");
+}
+
+#[test]
+fn the_model_folders_chat_template_is_used() {
+    let g = tiny(1);
+    let out = g
+        .render(&[ChatMessage::new("user", "What is the leave policy?")])
+        .unwrap();
+    assert_eq!(out, expected().prompt);
+}
+
+#[test]
+fn cuda_asked_for_without_a_cuda_runtime_is_an_error_not_a_fallback() {
+    let err = OnnxGenerator::load(
+        &runtime(),
+        &tiny_dir(),
+        &GeneratorOptions {
+            provider: sovra_inference::ExecutionProvider::Cuda,
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("the CPU-only ONNX Runtime library cannot provide CUDA");
+    assert!(matches!(err, InferenceError::CudaUnavailable(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_refuses_past_its_capacity_and_a_dropped_receiver_frees_the_worker() {
+    let g: Arc<dyn Generator> = Arc::new(tiny(1));
+    let eos: Vec<(u32, f32)> = vec![(2, -100.0)];
+    let queue = GenerationQueue::new(g, 1, 1);
+    let long = SamplingParams {
+        max_tokens: 3000,
+        logit_bias: eos,
+        ..Default::default()
+    };
+    let prompt = expected().prompt;
+    let mut first = queue.submit(prompt.clone(), long.clone()).unwrap();
+    assert!(matches!(first.recv().await, Some(GenerationEvent::Started)));
+    let mut second = queue.submit(prompt.clone(), long.clone()).unwrap();
+    let refused = queue.submit(prompt.clone(), long.clone()).unwrap_err();
+    assert_eq!(refused.waiting, 1);
+    // Dropping the first receiver cancels it; the second then starts.
+    drop(first);
+    let started = tokio::time::timeout(std::time::Duration::from_secs(20), second.recv()).await;
+    assert!(matches!(started, Ok(Some(GenerationEvent::Started))));
+    drop(second);
+    // Both finish; the queue admits again.
+    for _ in 0..200 {
+        if queue.admitted() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(queue.admitted(), 0);
+    let mut third = queue
+        .submit(
+            prompt,
+            SamplingParams {
+                max_tokens: 3,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut done = None;
+    while let Some(ev) = third.recv().await {
+        if let GenerationEvent::Done(g) = ev {
+            done = Some(g);
+        }
+    }
+    assert!(done.unwrap().completion_tokens <= 3);
+}
+
+/// The real model (scripts/setup-generator): its own template and a
+/// sensible greedy answer.
+#[test]
+fn the_real_model_answers_a_simple_question() {
+    let dir = models().join("qwen2.5-coder-0.5b-instruct");
+    let g = OnnxGenerator::load(&runtime(), &dir, &GeneratorOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let prompt = g
+        .render(&[
+            ChatMessage::new("system", "You are a helpful assistant."),
+            ChatMessage::new(
+                "user",
+                "What is the capital of France? Answer in one sentence.",
+            ),
+        ])
+        .unwrap();
+    assert!(
+        prompt.starts_with("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"),
+        "{prompt}"
+    );
+    assert!(prompt.ends_with("<|im_start|>assistant\n"));
+    let out = collect(
+        &g,
+        &prompt,
+        &SamplingParams {
+            max_tokens: 24,
+            ..Default::default()
+        },
+    )
+    .1;
+    assert!(out.text.contains("Paris"), "{}", out.text);
+    assert_eq!(out.finish_reason, FinishReason::Stop, "{}", out.text);
+}
