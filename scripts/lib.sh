@@ -35,3 +35,15 @@ drop_stale_test_databases() {
             [ -n "$db" ] && psql "$SOVRA_TEST_PG_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
         done
 }
+
+# A small Python environment with the official openai client, for the test
+# that drives the gateway with it. Prints the interpreter's path.
+ensure_test_python() {
+    local venv="$SOVRA_CACHE/test-venv"
+    if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
+        log "installing the openai Python client into $venv"
+        python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install -q openai==3.57.0 >&2
+    fi
+    echo "$venv/bin/python"
+}

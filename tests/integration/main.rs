@@ -4,6 +4,7 @@
 
 mod support;
 
+mod answers;
 mod audit;
 mod auth;
 mod config;

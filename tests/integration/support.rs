@@ -91,6 +91,16 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Include the default [auth] section (development + JWKS file).
     pub default_auth: bool,
+    /// The [generator] section; default: the tiny test model.
+    pub generator: String,
+}
+
+/// The tiny random-weight test model (tests/fixtures/tiny-llm).
+pub fn tiny_generator_toml() -> String {
+    format!(
+        "[generator]\ndir = \"{}\"\nmax_tokens_limit = 3000\ndefault_max_tokens = 48\n",
+        fixtures().join("tiny-llm").display()
+    )
 }
 
 impl Options {
@@ -100,6 +110,7 @@ impl Options {
             extra: String::new(),
             env: Vec::new(),
             default_auth: true,
+            generator: tiny_generator_toml(),
         }
     }
 }
@@ -125,6 +136,8 @@ impl Server {
         if opts.default_auth {
             toml.push_str(&default_auth_toml());
         }
+        toml.push_str(&opts.generator);
+        toml.push('\n');
         toml.push_str(&opts.extra);
         let config = dir.path().join("sovra.toml");
         std::fs::write(&config, toml).unwrap();
@@ -136,7 +149,7 @@ impl Server {
             db_url,
             env: opts.env,
             client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
+                .timeout(Duration::from_secs(120))
                 .build()
                 .unwrap(),
         };

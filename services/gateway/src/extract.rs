@@ -23,6 +23,11 @@ pub struct AuditNotes {
     /// The routed request, for answering on the error paths; always taken
     /// back by the pipeline (it would otherwise keep itself alive).
     pub request: Option<HttpRequest>,
+    /// The request's id and trace id, for records a handler writes later
+    /// (the outcome of a streamed answer).
+    pub request_id: String,
+    pub trace_id: String,
+    pub client_addr: Option<String>,
     pub reason: Option<String>,
     pub document_ids: Vec<String>,
     pub details: serde_json::Map<String, serde_json::Value>,

@@ -2,6 +2,7 @@
 //! library crates together; request handling lives in `routes/` behind the
 //! pipeline in `middleware.rs`.
 
+mod answering;
 mod cli;
 mod export;
 mod extract;

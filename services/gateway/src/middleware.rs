@@ -142,6 +142,12 @@ async fn handle_audited(
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().map(str::to_owned));
     let notes = AuditCtx::default();
+    {
+        let mut n = notes.0.borrow_mut();
+        n.request_id = request_id.to_owned();
+        n.trace_id = trace_id.to_owned();
+        n.client_addr = client_addr.clone();
+    }
 
     let authenticated = match authorization {
         Some(Err(_)) => Err(sovra_auth::AuthError::Malformed),

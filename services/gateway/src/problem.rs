@@ -20,6 +20,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     UnprocessableDocument,
     Conflict,
+    Overloaded,
+    GenerationFailed,
     AuditUnavailable,
     NotReady,
     Timeout,
@@ -28,7 +30,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     #[cfg(test)]
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -39,6 +41,8 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnprocessableDocument,
         ErrorCode::Conflict,
+        ErrorCode::Overloaded,
+        ErrorCode::GenerationFailed,
         ErrorCode::AuditUnavailable,
         ErrorCode::NotReady,
         ErrorCode::Timeout,
@@ -84,6 +88,16 @@ impl ErrorCode {
                 "Document could not be read",
             ),
             ErrorCode::Conflict => ("conflict", StatusCode::CONFLICT, "Conflict"),
+            ErrorCode::Overloaded => (
+                "overloaded",
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests waiting for the model",
+            ),
+            ErrorCode::GenerationFailed => (
+                "generation_failed",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The model could not generate an answer",
+            ),
             ErrorCode::AuditUnavailable => (
                 "audit_unavailable",
                 StatusCode::SERVICE_UNAVAILABLE,

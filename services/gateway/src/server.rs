@@ -47,6 +47,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
             "auth.development is on: HS256 development tokens are accepted; never run so in production"
         );
     }
+    // Before anything else loads ONNX Runtime: CUDA needs its own library.
+    let generation = open_generator(&settings, &metrics)?;
+    let context_tokens = settings
+        .generator
+        .context_tokens
+        .min(generation.generator().context_tokens());
     let (documents, retriever) = open_documents(&settings, &store).await?;
     let settings = Arc::new(settings);
     let state = web::Data::new(AppState {
@@ -58,6 +64,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         checkpoint_key,
         documents,
         retriever,
+        generation,
+        context_tokens,
     });
     let body_limit = settings.server.body_limit_bytes;
     let mut server = HttpServer::new(move || {
@@ -87,6 +95,52 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     tracing::info!("stopped; in-flight requests drained and audited");
     telemetry.shutdown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The generative model and the queue in front of it. A missing model
+/// stops start-up with a message naming `scripts/setup-generator`; CUDA asked
+/// for and not usable stops it too (no silent fallback to the CPU).
+pub fn open_generator(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<sovra_inference::GenerationQueue>> {
+    use sovra_config::ExecutionProviderSetting;
+    use sovra_inference::ExecutionProvider;
+    let g = &settings.generator;
+    let provider = match g.execution_provider {
+        ExecutionProviderSetting::Cpu => ExecutionProvider::Cpu,
+        ExecutionProviderSetting::Cuda => ExecutionProvider::Cuda,
+    };
+    let runtime = match provider {
+        ExecutionProvider::Cpu => settings.onnxruntime_library(),
+        ExecutionProvider::Cuda => settings.cuda_onnxruntime_library(),
+    };
+    let generator = sovra_inference::OnnxGenerator::load(
+        &runtime,
+        &settings.generator_dir(),
+        &sovra_inference::GeneratorOptions {
+            provider,
+            cuda_device: g.cuda_device,
+            intra_threads: g.intra_threads,
+            sessions: g.workers,
+        },
+    )?;
+    let provider_label = match provider {
+        ExecutionProvider::Cpu => "cpu",
+        ExecutionProvider::Cuda => "cuda",
+    };
+    metrics
+        .generator_info
+        .with_label_values(&[
+            sovra_inference::Generator::model_id(&generator),
+            provider_label,
+        ])
+        .set(1);
+    Ok(Arc::new(sovra_inference::GenerationQueue::new(
+        Arc::new(generator),
+        g.workers,
+        g.queue_capacity,
+    )))
 }
 
 fn spawn_retention(settings: &Settings, store: sovra_audit::SqlStore, key: Arc<CheckpointKey>) {

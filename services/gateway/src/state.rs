@@ -17,6 +17,9 @@ pub struct AppState {
     pub checkpoint_key: Arc<CheckpointKey>,
     pub documents: Arc<DocumentService>,
     pub retriever: Arc<sovra_retrieval::Retriever>,
+    pub generation: Arc<sovra_inference::GenerationQueue>,
+    /// Prompt plus completion: `generator.context_tokens`, at most the model's.
+    pub context_tokens: usize,
 }
 
 impl AppState {

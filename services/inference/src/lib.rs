@@ -14,7 +14,7 @@ pub use generate::{
     ChatMessage, FinishReason, Generation, Generator, GeneratorOptions, OnnxGenerator,
     SamplingParams,
 };
-pub use queue::{GenerationEvent, GenerationQueue, QueueFull};
+pub use queue::{GenerationEvent, GenerationHandle, GenerationQueue, QueueFull};
 pub use runtime::{ExecutionProvider, init_runtime};
 
 #[derive(Debug, thiserror::Error)]

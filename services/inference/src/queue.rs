@@ -5,7 +5,7 @@
 //! the generation stops at its next step.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::{Semaphore, mpsc};
 
@@ -74,7 +74,7 @@ impl GenerationQueue {
         &self,
         prompt: String,
         params: SamplingParams,
-    ) -> Result<mpsc::Receiver<GenerationEvent>, QueueFull> {
+    ) -> Result<GenerationHandle, QueueFull> {
         let limit = self.worker_count + self.capacity;
         let admitted = self
             .admitted
@@ -87,6 +87,8 @@ impl GenerationQueue {
         tracing::debug!(admitted = admitted + 1, "generation admitted");
         let admission = Admission(self.admitted.clone());
         let (tx, rx) = mpsc::channel(64);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let cancelled = cancel.clone();
         let workers = self.workers.clone();
         let generator = self.generator.clone();
         let span = tracing::Span::current();
@@ -95,15 +97,19 @@ impl GenerationQueue {
             let Ok(_permit) = workers.acquire_owned().await else {
                 return;
             };
-            if tx.is_closed() || tx.send(GenerationEvent::Started).await.is_err() {
+            if cancelled.load(Ordering::SeqCst) || tx.send(GenerationEvent::Started).await.is_err()
+            {
                 return; // the caller left while waiting
             }
             let text_tx = tx.clone();
             let result = tokio::task::spawn_blocking(move || {
                 let _entered = span.enter();
                 generator.generate(&prompt, &params, &mut |piece: &str| {
+                    if cancelled.load(Ordering::SeqCst) || text_tx.is_closed() {
+                        return false;
+                    }
                     if piece.is_empty() {
-                        return !text_tx.is_closed();
+                        return true;
                     }
                     text_tx
                         .blocking_send(GenerationEvent::Text(piece.to_owned()))
@@ -120,6 +126,32 @@ impl GenerationQueue {
             };
             let _ = tx.send(event).await;
         });
-        Ok(rx)
+        Ok(GenerationHandle { events: rx, cancel })
+    }
+}
+
+/// A generation admitted to the queue: its events, and a way to stop it.
+/// Dropping the handle cancels the generation too.
+#[derive(Debug)]
+pub struct GenerationHandle {
+    events: mpsc::Receiver<GenerationEvent>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl GenerationHandle {
+    pub async fn recv(&mut self) -> Option<GenerationEvent> {
+        self.events.recv().await
+    }
+
+    /// Stops the generation at its next step; its `Done` event (with the
+    /// finish reason `cancelled` and the tokens so far) still arrives.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for GenerationHandle {
+    fn drop(&mut self) {
+        self.cancel();
     }
 }

@@ -2,8 +2,8 @@
 //! codes and reason codes; never a subject, document id or query.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -15,6 +15,13 @@ pub struct Metrics {
     pub audit_batch_records: Histogram,
     pub audit_failures: IntCounter,
     pub auth_denials: IntCounterVec,
+    /// 1, labelled with the served model and the execution provider in use.
+    pub generator_info: IntGaugeVec,
+    /// Prompt and completion tokens, by `kind`.
+    pub generation_tokens: IntCounterVec,
+    pub generation_first_token_seconds: Histogram,
+    /// Generations by finish reason (`stop`, `length`, `cancelled`, `error`, `queue_full`).
+    pub generations: IntCounterVec,
 }
 
 fn must<T>(r: Result<T, prometheus::Error>) -> Result<T, String> {
@@ -64,8 +71,37 @@ impl Metrics {
             ),
             &["reason"],
         ))?;
+        let generator_info = must(IntGaugeVec::new(
+            Opts::new(
+                "generator_info",
+                "The generative model served and its ONNX Runtime execution provider",
+            ),
+            &["model", "provider"],
+        ))?;
+        let generation_tokens = must(IntCounterVec::new(
+            Opts::new(
+                "generation_tokens_total",
+                "Tokens processed by the generator",
+            ),
+            &["kind"],
+        ))?;
+        let generation_first_token_seconds = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "generation_first_token_seconds",
+                "Time from admission to the first generated token (queue wait excluded)",
+            )
+            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+        ))?;
+        let generations = must(IntCounterVec::new(
+            Opts::new("generations_total", "Generations by outcome"),
+            &["outcome"],
+        ))?;
         for c in [
-            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(generator_info.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(generation_tokens.clone()),
+            Box::new(generation_first_token_seconds.clone()),
+            Box::new(generations.clone()),
+            Box::new(http_requests.clone()),
             Box::new(http_duration.clone()),
             Box::new(audit_commit_seconds.clone()),
             Box::new(audit_batch_records.clone()),
@@ -82,6 +118,10 @@ impl Metrics {
             audit_batch_records,
             audit_failures,
             auth_denials,
+            generator_info,
+            generation_tokens,
+            generation_first_token_seconds,
+            generations,
         })
     }
 

@@ -2,9 +2,11 @@
 //! document under docs/ must list each (a test checks).
 
 mod audit;
+mod chat;
 pub mod documents;
 mod embeddings;
 mod health;
+mod query;
 mod search;
 mod whoami;
 
@@ -95,6 +97,21 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/embeddings",
         action: "embeddings",
     },
+    Route {
+        method: "POST",
+        path: "/v1/query",
+        action: "query",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/chat/completions",
+        action: "chat",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/models",
+        action: "models.list",
+    },
 ];
 
 /// The audit action of a matched route; `unknown` for anything else.
@@ -127,7 +144,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(documents::delete)),
         )
         .service(resource("/v1/search").route(web::post().to(search::search)))
-        .service(resource("/v1/embeddings").route(web::post().to(embeddings::embeddings)));
+        .service(resource("/v1/embeddings").route(web::post().to(embeddings::embeddings)))
+        .service(resource("/v1/query").route(web::post().to(query::query)))
+        .service(resource("/v1/chat/completions").route(web::post().to(chat::completions)))
+        .service(resource("/v1/models").route(web::get().to(chat::models)));
 }
 
 fn resource(path: &str) -> actix_web::Resource {

@@ -1,0 +1,215 @@
+//! `POST /v1/query`: a question answered from the documents the caller may
+//! read, with citations; `stream: true` sends Server-Sent Events
+//! (`sources`, then `token`s, then `citations`, then `done`).
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sovra_answer::NO_SOURCES_ANSWER;
+use sovra_inference::{Generation, GenerationEvent, GenerationHandle};
+use sovra_retrieval::Mode;
+use tokio::sync::mpsc;
+
+use crate::answering::{self, Knobs, Question, Requester, Retrieval};
+use crate::extract::{Authorized, Read, ValidJson};
+use crate::problem::Problem;
+use crate::routes::documents::flat_metadata;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBody {
+    question: String,
+    #[serde(default)]
+    mode: Mode,
+    /// Chunks retrieved (default `answer.top_k`).
+    top_k: Option<usize>,
+    #[serde(default)]
+    filter: Filter,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    generation: Knobs,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    #[serde(default)]
+    metadata: BTreeMap<String, Value>,
+}
+
+fn usage(g: Option<&Generation>) -> Value {
+    let (p, c) = g
+        .map(|g| (g.prompt_tokens, g.completion_tokens))
+        .unwrap_or((0, 0));
+    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+}
+
+pub async fn query(
+    auth: Authorized<Read>,
+    body: ValidJson<QueryBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let b = body.0;
+    let question = b.question.trim().to_owned();
+    if question.is_empty() || question.chars().count() > 2000 {
+        return Err(Problem::invalid_parameter(
+            "question",
+            "1 to 2000 characters",
+        ));
+    }
+    let top_k = b.top_k.unwrap_or(state.settings.answer.top_k);
+    if top_k == 0 || top_k > state.settings.search.max_top_k {
+        return Err(Problem::invalid_parameter(
+            "top_k",
+            format!("must be between 1 and {}", state.settings.search.max_top_k),
+        ));
+    }
+    let metadata = flat_metadata(b.filter.metadata, "filter.metadata")?;
+    let params = answering::sampling(&state, b.generation, "generation.")?;
+    auth.audit.detail("question", state.query_record(&question));
+    auth.audit.detail("mode", json!(b.mode.as_str()));
+    let retrieval = answering::retrieve(
+        &state,
+        &auth.principal,
+        Question {
+            text: &question,
+            mode: b.mode,
+            top_k,
+            metadata: &metadata,
+            app_system: None,
+            history: Vec::new(),
+        },
+        params.max_tokens,
+        &auth.audit,
+    )
+    .await?;
+    let model = state.generation.generator().model_id().to_owned();
+
+    let Some(prompt) = &retrieval.prompt else {
+        auth.audit.detail("finish_reason", json!("no_sources"));
+        let done = json!({"model": model, "finish_reason": "stop", "usage": usage(None)});
+        if b.stream {
+            let (tx, rx) = mpsc::channel(4);
+            for ev in [
+                answering::sse(
+                    Some("sources"),
+                    &json!({"sources": [], "retrieval": retrieval.details()}),
+                ),
+                answering::sse(Some("token"), &json!({"text": NO_SOURCES_ANSWER})),
+                answering::sse(Some("citations"), &json!({"citations": []})),
+                answering::sse(Some("done"), &done),
+            ] {
+                let _ = tx.try_send(ev);
+            }
+            return Ok(answering::sse_response(rx));
+        }
+        return Ok(HttpResponse::Ok().json(json!({
+            "answer": NO_SOURCES_ANSWER,
+            "citations": [],
+            "sources": [],
+            "retrieval": retrieval.details(),
+            "model": model,
+            "finish_reason": "stop",
+            "usage": usage(None),
+        })));
+    };
+
+    let handle = answering::submit(&state, prompt, params, &auth.audit)?;
+    if b.stream {
+        let requester =
+            Requester::new(&auth.principal, &auth.audit, "/v1/query", "query.completed");
+        return Ok(stream(state.clone(), handle, retrieval, requester, model));
+    }
+    let g = answering::collect(&state, handle).await?;
+    let citations = sovra_answer::citations(&g.text, retrieval.sources());
+    answering::note_outcome(&auth.audit, &g, &citations);
+    Ok(HttpResponse::Ok().json(json!({
+        "answer": g.text,
+        "citations": citations,
+        "sources": retrieval.sources(),
+        "retrieval": retrieval.details(),
+        "model": model,
+        "finish_reason": g.finish_reason.as_str(),
+        "usage": usage(Some(&g)),
+        "timings": {"first_token_ms": g.first_token_ms, "total_ms": g.total_ms},
+    })))
+}
+
+/// Forwards the generation as events; a client that goes away cancels it,
+/// and the outcome is recorded in the audit trail either way.
+fn stream(
+    state: web::Data<AppState>,
+    mut handle: GenerationHandle,
+    retrieval: Retrieval,
+    requester: Requester,
+    model: String,
+) -> HttpResponse {
+    let (tx, rx) = mpsc::channel(32);
+    let first = answering::sse(
+        Some("sources"),
+        &json!({"sources": retrieval.sources(), "retrieval": retrieval.details()}),
+    );
+    tokio::spawn(async move {
+        let mut connected = tx.send(first).await.is_ok();
+        if !connected {
+            handle.cancel();
+        }
+        while let Some(event) = handle.recv().await {
+            match event {
+                GenerationEvent::Started => {}
+                GenerationEvent::Text(text) => {
+                    if connected
+                        && tx
+                            .send(answering::sse(Some("token"), &json!({"text": text})))
+                            .await
+                            .is_err()
+                    {
+                        connected = false;
+                        handle.cancel();
+                    }
+                }
+                GenerationEvent::Done(g) => {
+                    answering::observe(&state, &g);
+                    let citations = sovra_answer::citations(&g.text, retrieval.sources());
+                    if connected {
+                        let _ = tx
+                            .send(answering::sse(
+                                Some("citations"),
+                                &json!({"citations": citations}),
+                            ))
+                            .await;
+                        let _ = tx
+                            .send(answering::sse(
+                                Some("done"),
+                                &json!({
+                                    "model": model,
+                                    "finish_reason": g.finish_reason.as_str(),
+                                    "usage": usage(Some(&g)),
+                                    "timings": {"first_token_ms": g.first_token_ms, "total_ms": g.total_ms},
+                                }),
+                            ))
+                            .await;
+                    }
+                    requester.record(&state, Ok((&g, &citations))).await;
+                    return;
+                }
+                GenerationEvent::Failed(e) => {
+                    let problem = answering::generation_failed(&state, &e);
+                    let _ = tx
+                        .send(answering::sse(
+                            Some("error"),
+                            &json!({"code": problem.code.as_str(), "detail": problem.detail}),
+                        ))
+                        .await;
+                    requester.record(&state, Err("generation_failed")).await;
+                    return;
+                }
+            }
+        }
+    });
+    answering::sse_response(rx)
+}
