@@ -47,3 +47,18 @@ ensure_test_python() {
     fi
     echo "$venv/bin/python"
 }
+
+# Debian's chromium and playwright-core (tests/web), for the page tests.
+ensure_browser_tests() {
+    if [ ! -x /usr/bin/chromium ]; then
+        log "installing Debian's chromium for the page tests"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || {
+            apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+        }
+    fi
+    if [ ! -d tests/web/node_modules/playwright-core ] || [ tests/web/package-lock.json -nt tests/web/node_modules ]; then
+        log "installing playwright-core (tests/web, from the npm registry)"
+        (cd tests/web && npm ci --no-audit --no-fund --loglevel=error >&2)
+    fi
+    export SOVRA_CHROMIUM=/usr/bin/chromium
+}

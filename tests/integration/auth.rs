@@ -212,6 +212,15 @@ async fn production_mode_refuses_hs256() {
     let out = s.cli(&["token", "--roles", "reader"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no development secret"));
+    // Nor does the sign-in page's development token route exist.
+    let r = s
+        .client
+        .post(s.url("/v1/dev/token"))
+        .json(&serde_json::json!({"sub": "mallory", "tenant": "bank", "roles": ["admin"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }
 
 /// A JWKS endpoint on loopback whose document can be swapped, counting fetches.

@@ -11,4 +11,5 @@ mod config;
 mod crash;
 mod documents;
 mod http;
+mod pages;
 mod retrieval;

@@ -25,10 +25,20 @@ use crate::state::AppState;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 
-/// Routes answered without authentication and without an audit record.
+/// Routes answered without authentication and without an audit record by
+/// the pipeline: health, metrics, the static pages (which hold no data; every
+/// datum they show comes through the authenticated API), and the
+/// development token route (development mode only; it audits itself).
 pub fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/" | "/v1/dev/token"
+    ) || path.starts_with("/assets/")
 }
+
+/// The Content Security Policy of every response: only this server's own
+/// script, style and API; no inline script, no framing, no plugins.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
 
@@ -117,6 +127,23 @@ pub async fn pipeline(
             HeaderValue::from_static("nosniff"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        headers.insert(
+            HeaderName::from_static("permissions-policy"),
+            HeaderValue::from_static("camera=(), microphone=(), geolocation=(), payment=()"),
+        );
+        headers.insert(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        );
         tracing::info!(
             status = status.as_u16(),
             latency_ms = started.elapsed().as_secs_f64() * 1e3,

@@ -3,9 +3,11 @@
 
 mod audit;
 mod chat;
+mod dev;
 pub mod documents;
 mod embeddings;
 mod health;
+mod pages;
 mod query;
 mod search;
 mod whoami;
@@ -22,6 +24,21 @@ pub struct Route {
 }
 
 pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/",
+        action: "page",
+    },
+    Route {
+        method: "GET",
+        path: "/assets/{file}",
+        action: "asset",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/dev/token",
+        action: "dev.token",
+    },
     Route {
         method: "GET",
         path: "/healthz",
@@ -124,7 +141,10 @@ pub fn action_for(method: &str, pattern: &str) -> &'static str {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
+    cfg.service(resource("/").route(web::get().to(pages::index)))
+        .service(resource("/assets/{file}").route(web::get().to(pages::asset)))
+        .service(resource("/v1/dev/token").route(web::post().to(dev::token)))
+        .service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
         .service(resource("/metrics").route(web::get().to(health::metrics)))
         .service(resource("/v1/whoami").route(web::get().to(whoami::whoami)))
