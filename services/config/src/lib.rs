@@ -66,8 +66,11 @@ pub struct GeneratorSettings {
     pub dir: Option<PathBuf>,
     pub execution_provider: ExecutionProviderSetting,
     pub cuda_device: i32,
-    /// ONNX Runtime's CUDA library folder (`onnxruntime-gpu`), used when
-    /// `execution_provider = "cuda"`; empty: `models.dir/onnxruntime-gpu`.
+    /// ONNX Runtime built with the CUDA execution provider (the
+    /// `onnxruntime-gpu` wheel's `libonnxruntime.so.*`, with
+    /// `libonnxruntime_providers_cuda.so` beside it), used when
+    /// `execution_provider = "cuda"`; empty: what `SOVRA_CUDA=1
+    /// scripts/setup-models` puts in `models.dir/onnxruntime-gpu/`.
     pub cuda_library: Option<PathBuf>,
     /// ONNX Runtime intra-op threads per generation.
     pub intra_threads: usize,
@@ -730,11 +733,10 @@ impl Settings {
 
     /// ONNX Runtime with the CUDA execution provider (`onnxruntime-gpu`).
     pub fn cuda_onnxruntime_library(&self) -> PathBuf {
-        self.generator
-            .cuda_library
-            .clone()
-            .unwrap_or_else(|| self.models_dir().join("onnxruntime-gpu"))
-            .join("libonnxruntime.so.1.32.0")
+        self.generator.cuda_library.clone().unwrap_or_else(|| {
+            self.models_dir()
+                .join("onnxruntime-gpu/libonnxruntime.so.1.31.1")
+        })
     }
 
     /// Where the embedded vector store lives.

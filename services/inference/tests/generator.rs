@@ -339,3 +339,36 @@ fn the_real_model_answers_a_simple_question() {
     assert!(out.text.contains("Paris"), "{}", out.text);
     assert_eq!(out.finish_reason, FinishReason::Stop, "{}", out.text);
 }
+
+/// The same weights built for CUDA (float16 activations and KV cache), run
+/// by the CPU provider: the loop's float16 path without a GPU.
+#[test]
+fn a_float16_model_built_for_cuda_runs_the_same_loop() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-llm-fp16");
+    let g = OnnxGenerator::load(&runtime(), &dir, &GeneratorOptions::default()).unwrap();
+    let prompt = expected().prompt_ids;
+    let (tokens, cached) = g.logits_with_cache(&prompt, 8).unwrap();
+    let mut seq = prompt.clone();
+    for (step, logits) in cached.iter().enumerate() {
+        let fresh = g.logits_without_cache(&seq).unwrap();
+        let diff = fresh
+            .iter()
+            .zip(logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 5e-2, "step {step}: max |difference| {diff}");
+        seq.push(tokens[step]);
+    }
+    // Float16 and float32 builds of the same weights agree on the first tokens.
+    assert_eq!(tokens[..4], expected().greedy_tokens[..4]);
+    let out = collect(
+        &g,
+        &expected().prompt,
+        &SamplingParams {
+            max_tokens: 6,
+            ..Default::default()
+        },
+    )
+    .1;
+    assert!(out.completion_tokens >= 1);
+}
