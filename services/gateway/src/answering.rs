@@ -504,6 +504,66 @@ impl Requester {
     }
 }
 
+/// How a streamed answer is written: Sovra's named events or OpenAI's chunks.
+pub trait StreamFormat: Send + 'static {
+    /// The first event, sent before any token.
+    fn start(&self) -> Bytes;
+    fn text(&self, text: &str) -> Bytes;
+    /// The closing events, with the citations drawn from the whole text.
+    fn finish(&self, g: &Generation, citations: &[sovra_answer::Citation]) -> Vec<Bytes>;
+    fn error(&self, problem: &Problem) -> Bytes;
+    /// The sources the citations refer to.
+    fn sources(&self) -> &[sovra_answer::Source];
+}
+
+/// Streams a generation as Server-Sent Events. A client that goes away
+/// cancels the generation; the outcome is recorded in the audit trail either way.
+pub fn stream(
+    state: web::Data<AppState>,
+    mut handle: GenerationHandle,
+    requester: Requester,
+    format: impl StreamFormat,
+) -> HttpResponse {
+    let (tx, rx) = mpsc::channel(32);
+    tokio::spawn(async move {
+        let mut connected = tx.send(format.start()).await.is_ok();
+        if !connected {
+            handle.cancel();
+        }
+        while let Some(event) = handle.recv().await {
+            match event {
+                GenerationEvent::Started => {}
+                GenerationEvent::Text(text) => {
+                    if connected && tx.send(format.text(&text)).await.is_err() {
+                        connected = false;
+                        handle.cancel();
+                    }
+                }
+                GenerationEvent::Done(g) => {
+                    observe(&state, &g);
+                    let citations = sovra_answer::citations(&g.text, format.sources());
+                    if connected {
+                        for bytes in format.finish(&g, &citations) {
+                            if tx.send(bytes).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    requester.record(&state, Ok((&g, &citations))).await;
+                    return;
+                }
+                GenerationEvent::Failed(e) => {
+                    let problem = generation_failed(&state, &e);
+                    let _ = tx.send(format.error(&problem)).await;
+                    requester.record(&state, Err("generation_failed")).await;
+                    return;
+                }
+            }
+        }
+    });
+    sse_response(rx)
+}
+
 /// A `text/event-stream` response fed by `body`'s receiver.
 pub fn sse_response(body: mpsc::Receiver<Bytes>) -> HttpResponse {
     let stream = futures_util::stream::unfold(body, |mut rx| async move {

@@ -85,6 +85,15 @@ fn the_kv_cache_gives_the_same_logits_as_recomputing_from_scratch() {
     }
 }
 
+/// Bans the end-of-turn tokens, so generation runs to `max_tokens`.
+fn no_eos(g: &OnnxGenerator) -> Vec<(u32, f32)> {
+    g.config()
+        .eos_token_ids
+        .iter()
+        .map(|&t| (t, -100.0))
+        .collect()
+}
+
 fn collect(
     g: &dyn Generator,
     prompt: &str,
@@ -105,12 +114,7 @@ fn streamed_pieces_add_up_to_the_text_and_max_tokens_is_respected() {
     let g = tiny(1);
     let p = SamplingParams {
         max_tokens: 20,
-        logit_bias: g
-            .config()
-            .eos_token_ids
-            .iter()
-            .map(|&t| (t, -100.0))
-            .collect(),
+        logit_bias: no_eos(&g),
         ..Default::default()
     };
     let (streamed, out) = collect(&g, &expected().prompt, &p);
@@ -129,12 +133,7 @@ fn the_same_seed_gives_the_same_output_and_another_seed_another() {
         top_p: 0.95,
         top_k: 100,
         seed: Some(seed),
-        logit_bias: g
-            .config()
-            .eos_token_ids
-            .iter()
-            .map(|&t| (t, -100.0))
-            .collect(),
+        logit_bias: no_eos(&g),
         ..Default::default()
     };
     let prompt = expected().prompt;
@@ -162,15 +161,10 @@ fn the_same_seed_gives_the_same_output_and_another_seed_another() {
 #[test]
 fn a_stop_sequence_ends_generation_before_it() {
     let g = tiny(1);
-    let no_eos: Vec<(u32, f32)> = g
-        .config()
-        .eos_token_ids
-        .iter()
-        .map(|&t| (t, -100.0))
-        .collect();
+    let banned = no_eos(&g);
     let base = SamplingParams {
         max_tokens: 40,
-        logit_bias: no_eos.clone(),
+        logit_bias: banned,
         ..Default::default()
     };
     let full = collect(&g, &expected().prompt, &base).1.text;
@@ -194,12 +188,7 @@ fn returning_false_cancels_the_generation() {
     let g = tiny(1);
     let p = SamplingParams {
         max_tokens: 500,
-        logit_bias: g
-            .config()
-            .eos_token_ids
-            .iter()
-            .map(|&t| (t, -100.0))
-            .collect(),
+        logit_bias: no_eos(&g),
         ..Default::default()
     };
     let mut steps = 0;

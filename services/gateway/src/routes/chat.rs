@@ -7,15 +7,16 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sovra_answer::{Citation, NO_SOURCES_ANSWER, Source};
-use sovra_inference::{ChatMessage, FinishReason, Generation, GenerationEvent, GenerationHandle};
+use sovra_inference::{ChatMessage, FinishReason, Generation};
 use sovra_retrieval::Mode;
 use tokio::sync::mpsc;
 
-use crate::answering::{self, Knobs, Question, Requester};
+use crate::answering::{self, Knobs, Question, Requester, StreamFormat};
 use crate::extract::{Authorized, Read, ValidJson};
 use crate::problem::{ErrorCode, Problem};
 use crate::routes::documents::flat_metadata;
@@ -313,18 +314,16 @@ pub async fn completions(
             total_ms: 0.0,
         };
         if b.stream {
+            let format = OpenAiChunks {
+                reply,
+                include_usage,
+            };
             let (tx, rx) = mpsc::channel(8);
-            for ev in [
-                reply.chunk(json!({"role": "assistant", "content": ""}), None),
-                reply.chunk(json!({"content": NO_SOURCES_ANSWER}), None),
-                reply.last_chunk(&g, &[]),
-            ] {
+            let mut events = vec![format.start(), format.text(NO_SOURCES_ANSWER)];
+            events.extend(format.finish(&g, &[]));
+            for ev in events {
                 let _ = tx.try_send(ev);
             }
-            if include_usage {
-                let _ = tx.try_send(reply.usage_chunk(&g));
-            }
-            let _ = tx.try_send(actix_web::web::Bytes::from_static(b"data: [DONE]\n\n"));
             return Ok(answering::sse_response(rx));
         }
         return Ok(HttpResponse::Ok().json(reply.completion(&g, &[])));
@@ -338,12 +337,14 @@ pub async fn completions(
             "/v1/chat/completions",
             "chat.completed",
         );
-        return Ok(stream(
+        return Ok(answering::stream(
             state.clone(),
             handle,
-            reply,
             requester,
-            include_usage,
+            OpenAiChunks {
+                reply,
+                include_usage,
+            },
         ));
     }
     let g = answering::collect(&state, handle).await?;
@@ -402,7 +403,7 @@ impl Reply {
         })
     }
 
-    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> actix_web::web::Bytes {
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Bytes {
         answering::sse(
             None,
             &json!({
@@ -416,7 +417,7 @@ impl Reply {
     }
 
     /// The chunk with the finish reason; it carries the citations.
-    fn last_chunk(&self, g: &Generation, citations: &[Citation]) -> actix_web::web::Bytes {
+    fn last_chunk(&self, g: &Generation, citations: &[Citation]) -> Bytes {
         answering::sse(
             None,
             &json!({
@@ -430,7 +431,7 @@ impl Reply {
         )
     }
 
-    fn usage_chunk(&self, g: &Generation) -> actix_web::web::Bytes {
+    fn usage_chunk(&self, g: &Generation) -> Bytes {
         answering::sse(
             None,
             &json!({
@@ -445,62 +446,40 @@ impl Reply {
     }
 }
 
-fn stream(
-    state: web::Data<AppState>,
-    mut handle: GenerationHandle,
+/// OpenAI's chunks: the role, content deltas, the finish reason with the
+/// `sovra` extension, the usage when asked for, then `[DONE]`.
+struct OpenAiChunks {
     reply: Reply,
-    requester: Requester,
     include_usage: bool,
-) -> HttpResponse {
-    let (tx, rx) = mpsc::channel(32);
-    let first = reply.chunk(json!({"role": "assistant", "content": ""}), None);
-    tokio::spawn(async move {
-        let mut connected = tx.send(first).await.is_ok();
-        if !connected {
-            handle.cancel();
+}
+
+impl StreamFormat for OpenAiChunks {
+    fn start(&self) -> Bytes {
+        self.reply
+            .chunk(json!({"role": "assistant", "content": ""}), None)
+    }
+
+    fn text(&self, text: &str) -> Bytes {
+        self.reply.chunk(json!({"content": text}), None)
+    }
+
+    fn finish(&self, g: &Generation, citations: &[Citation]) -> Vec<Bytes> {
+        let mut out = vec![self.reply.last_chunk(g, citations)];
+        if self.include_usage {
+            out.push(self.reply.usage_chunk(g));
         }
-        while let Some(event) = handle.recv().await {
-            match event {
-                GenerationEvent::Started => {}
-                GenerationEvent::Text(text) => {
-                    if connected
-                        && tx
-                            .send(reply.chunk(json!({"content": text}), None))
-                            .await
-                            .is_err()
-                    {
-                        connected = false;
-                        handle.cancel();
-                    }
-                }
-                GenerationEvent::Done(g) => {
-                    answering::observe(&state, &g);
-                    let citations = sovra_answer::citations(&g.text, &reply.sources);
-                    if connected {
-                        let _ = tx.send(reply.last_chunk(&g, &citations)).await;
-                        if include_usage {
-                            let _ = tx.send(reply.usage_chunk(&g)).await;
-                        }
-                        let _ = tx
-                            .send(actix_web::web::Bytes::from_static(b"data: [DONE]\n\n"))
-                            .await;
-                    }
-                    requester.record(&state, Ok((&g, &citations))).await;
-                    return;
-                }
-                GenerationEvent::Failed(e) => {
-                    let problem = answering::generation_failed(&state, &e);
-                    let _ = tx
-                        .send(answering::sse(
-                            None,
-                            &json!({"error": {"message": problem.detail, "type": "server_error", "code": problem.code.as_str()}}),
-                        ))
-                        .await;
-                    requester.record(&state, Err("generation_failed")).await;
-                    return;
-                }
-            }
-        }
-    });
-    answering::sse_response(rx)
+        out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        out
+    }
+
+    fn error(&self, problem: &Problem) -> Bytes {
+        answering::sse(
+            None,
+            &json!({"error": {"message": problem.detail, "type": "server_error", "code": problem.code.as_str()}}),
+        )
+    }
+
+    fn sources(&self) -> &[Source] {
+        &self.reply.sources
+    }
 }

@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sovra_answer::NO_SOURCES_ANSWER;
-use sovra_inference::{Generation, GenerationEvent, GenerationHandle};
+use sovra_answer::{Citation, NO_SOURCES_ANSWER, Source};
+use sovra_inference::Generation;
 use sovra_retrieval::Mode;
 use tokio::sync::mpsc;
 
@@ -122,7 +123,12 @@ pub async fn query(
     if b.stream {
         let requester =
             Requester::new(&auth.principal, &auth.audit, "/v1/query", "query.completed");
-        return Ok(stream(state.clone(), handle, retrieval, requester, model));
+        return Ok(answering::stream(
+            state.clone(),
+            handle,
+            requester,
+            NativeEvents { retrieval, model },
+        ));
     }
     let g = answering::collect(&state, handle).await?;
     let citations = sovra_answer::citations(&g.text, retrieval.sources());
@@ -139,77 +145,47 @@ pub async fn query(
     })))
 }
 
-/// Forwards the generation as events; a client that goes away cancels it,
-/// and the outcome is recorded in the audit trail either way.
-fn stream(
-    state: web::Data<AppState>,
-    mut handle: GenerationHandle,
+/// Sovra's events: `sources`, `token`s, `citations`, `done` (or `error`).
+struct NativeEvents {
     retrieval: Retrieval,
-    requester: Requester,
     model: String,
-) -> HttpResponse {
-    let (tx, rx) = mpsc::channel(32);
-    let first = answering::sse(
-        Some("sources"),
-        &json!({"sources": retrieval.sources(), "retrieval": retrieval.details()}),
-    );
-    tokio::spawn(async move {
-        let mut connected = tx.send(first).await.is_ok();
-        if !connected {
-            handle.cancel();
-        }
-        while let Some(event) = handle.recv().await {
-            match event {
-                GenerationEvent::Started => {}
-                GenerationEvent::Text(text) => {
-                    if connected
-                        && tx
-                            .send(answering::sse(Some("token"), &json!({"text": text})))
-                            .await
-                            .is_err()
-                    {
-                        connected = false;
-                        handle.cancel();
-                    }
-                }
-                GenerationEvent::Done(g) => {
-                    answering::observe(&state, &g);
-                    let citations = sovra_answer::citations(&g.text, retrieval.sources());
-                    if connected {
-                        let _ = tx
-                            .send(answering::sse(
-                                Some("citations"),
-                                &json!({"citations": citations}),
-                            ))
-                            .await;
-                        let _ = tx
-                            .send(answering::sse(
-                                Some("done"),
-                                &json!({
-                                    "model": model,
-                                    "finish_reason": g.finish_reason.as_str(),
-                                    "usage": usage(Some(&g)),
-                                    "timings": {"first_token_ms": g.first_token_ms, "total_ms": g.total_ms},
-                                }),
-                            ))
-                            .await;
-                    }
-                    requester.record(&state, Ok((&g, &citations))).await;
-                    return;
-                }
-                GenerationEvent::Failed(e) => {
-                    let problem = answering::generation_failed(&state, &e);
-                    let _ = tx
-                        .send(answering::sse(
-                            Some("error"),
-                            &json!({"code": problem.code.as_str(), "detail": problem.detail}),
-                        ))
-                        .await;
-                    requester.record(&state, Err("generation_failed")).await;
-                    return;
-                }
-            }
-        }
-    });
-    answering::sse_response(rx)
+}
+
+impl answering::StreamFormat for NativeEvents {
+    fn start(&self) -> Bytes {
+        answering::sse(
+            Some("sources"),
+            &json!({"sources": self.retrieval.sources(), "retrieval": self.retrieval.details()}),
+        )
+    }
+
+    fn text(&self, text: &str) -> Bytes {
+        answering::sse(Some("token"), &json!({"text": text}))
+    }
+
+    fn finish(&self, g: &Generation, citations: &[Citation]) -> Vec<Bytes> {
+        vec![
+            answering::sse(Some("citations"), &json!({"citations": citations})),
+            answering::sse(
+                Some("done"),
+                &json!({
+                    "model": self.model,
+                    "finish_reason": g.finish_reason.as_str(),
+                    "usage": usage(Some(g)),
+                    "timings": {"first_token_ms": g.first_token_ms, "total_ms": g.total_ms},
+                }),
+            ),
+        ]
+    }
+
+    fn error(&self, problem: &Problem) -> Bytes {
+        answering::sse(
+            Some("error"),
+            &json!({"code": problem.code.as_str(), "detail": problem.detail}),
+        )
+    }
+
+    fn sources(&self) -> &[Source] {
+        self.retrieval.sources()
+    }
 }
