@@ -117,9 +117,10 @@ impl Default for GeneratorSettings {
 pub struct AnswerSettings {
     /// Chunks retrieved for a question (the sources the model may cite).
     pub top_k: usize,
-    /// A source must score at least this cosine similarity on the dense leg,
-    /// or appear in the lexical leg, to be put in the prompt.
+    /// A hit becomes a source when its dense cosine similarity reaches this…
     pub min_dense_score: f32,
+    /// …or when it is the best lexical match and its cosine reaches this.
+    pub min_dense_score_top_lexical: f32,
     /// Tokens a single source may take in the prompt (longer ones are cut).
     pub max_source_tokens: usize,
 }
@@ -129,6 +130,7 @@ impl Default for AnswerSettings {
         Self {
             top_k: 6,
             min_dense_score: 0.3,
+            min_dense_score_top_lexical: 0.2,
             max_source_tokens: 400,
         }
     }

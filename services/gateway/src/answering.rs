@@ -211,6 +211,7 @@ pub async fn retrieve(
         top_k: q.top_k,
         metadata: q.metadata,
         min_dense_score: state.settings.answer.min_dense_score,
+        min_dense_score_top_lexical: state.settings.answer.min_dense_score_top_lexical,
     };
     let (hits, relevant) = sovra_answer::retrieve(&state.retriever, principal, &req)
         .await
