@@ -610,3 +610,100 @@ async fn the_official_openai_python_client_works_against_the_gateway() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("openai client: ok"));
     finish(s, pg).await;
 }
+
+/// The quick start's set-up: the whole demo corpus, each folder readable by
+/// its group. Answerable questions are answered from the right document;
+/// questions nothing permitted is about get the plain refusal.
+#[tokio::test]
+async fn the_real_model_on_the_whole_demo_corpus() {
+    let (s, pg) = Server::start_opts(real_model()).await;
+    let corpus = fixtures().join("../../demo/corpus");
+    for group in [
+        "staff",
+        "treasury",
+        "nursing",
+        "pharmacy",
+        "compliance",
+        "management",
+    ] {
+        let prefix = format!("{group}-");
+        let out = s.cli(&[
+            "ingest",
+            corpus.join(group).to_str().unwrap(),
+            "--tenant",
+            "bank",
+            "--acl-groups",
+            group,
+            "--id-prefix",
+            &prefix,
+            "--server",
+            &s.base,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ask = |token: String, q: &'static str| {
+        let s = &s;
+        async move {
+            json(
+                post(
+                    s,
+                    "/v1/query",
+                    &token,
+                    &json!({"question": q, "generation": {"max_tokens": 64}}),
+                )
+                .await,
+            )
+            .await
+        }
+    };
+    let dealer = reader(&["staff", "treasury"]);
+    let nurse = reader(&["staff", "nursing"]);
+
+    let a = ask(
+        dealer.clone(),
+        "How much may a junior dealer commit per spot FX ticket?",
+    )
+    .await;
+    assert!(a["answer"].as_str().unwrap().contains("5 million"), "{a}");
+    let cited: Vec<&str> = a["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["document_id"].as_str().unwrap())
+        .collect();
+    assert!(cited.contains(&"treasury-fx-dealing-limits.md"), "{a}");
+
+    let b = ask(
+        nurse.clone(),
+        "How much may a junior dealer commit per spot FX ticket?",
+    )
+    .await;
+    assert_eq!(
+        b["answer"], "I could not find this in the documents available to you.",
+        "{b}"
+    );
+    assert!(!b.to_string().contains("treasury"), "{b}");
+
+    let c = ask(nurse.clone(), "How many days of annual leave do I get?").await;
+    assert!(c["answer"].as_str().unwrap().contains("22"), "{c}");
+    assert!(
+        c["citations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["document_id"] == "staff-annual-leave-policy.md"),
+        "{c}"
+    );
+
+    let d = ask(nurse, "What is the capital of Australia?").await;
+    assert_eq!(
+        d["answer"], "I could not find this in the documents available to you.",
+        "{d}"
+    );
+    assert_eq!(d["usage"]["completion_tokens"], 0, "the model is not asked");
+    finish(s, pg).await;
+}
