@@ -26,6 +26,18 @@ async fn put(s: &Server, id: &str, title: &str, text: &str, group: &str) {
     assert!(r.status().is_success(), "{id}: {}", r.text().await.unwrap());
 }
 
+/// A treasury document that staff may not read.
+async fn put_fx(s: &Server) {
+    put(
+        s,
+        "fx",
+        "FX limits",
+        "A junior dealer may commit spot FX trades up to USD 5 million per ticket.",
+        "treasury",
+    )
+    .await;
+}
+
 fn reader(groups: &[&str]) -> String {
     hs256(&claims("rita", "bank", &["reader"], groups))
 }
@@ -65,14 +77,7 @@ const LEAVE: &str = "Annual leave. Every permanent employee receives 24 days of 
 async fn a_question_is_answered_from_permitted_sources_with_usage_and_an_audit_record() {
     let (s, pg) = Server::start(Db::Sqlite).await;
     put(&s, "leave", "Annual leave policy", LEAVE, "staff").await;
-    put(
-        &s,
-        "fx",
-        "FX limits",
-        "A junior dealer may commit spot FX trades up to USD 5 million per ticket.",
-        "treasury",
-    )
-    .await;
+    put_fx(&s).await;
 
     let r = post(
         &s,
@@ -139,14 +144,7 @@ async fn a_question_is_answered_from_permitted_sources_with_usage_and_an_audit_r
 #[tokio::test]
 async fn nothing_permitted_and_relevant_is_said_plainly_without_the_model() {
     let (s, pg) = Server::start(Db::Postgres).await;
-    put(
-        &s,
-        "fx",
-        "FX limits",
-        "A junior dealer may commit spot FX trades up to USD 5 million per ticket.",
-        "treasury",
-    )
-    .await;
+    put_fx(&s).await;
     let r = post(
         &s,
         "/v1/query",

@@ -403,46 +403,36 @@ impl Reply {
         })
     }
 
+    /// A `chat.completion.chunk` event with `fields` added.
+    fn event(&self, fields: Value) -> Bytes {
+        let mut chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+        });
+        if let (Some(c), Value::Object(extra)) = (chunk.as_object_mut(), fields) {
+            c.extend(extra);
+        }
+        answering::sse(None, &chunk)
+    }
+
     fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Bytes {
-        answering::sse(
-            None,
-            &json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": null}],
-            }),
-        )
+        self.event(json!({
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": null}],
+        }))
     }
 
     /// The chunk with the finish reason; it carries the citations.
     fn last_chunk(&self, g: &Generation, citations: &[Citation]) -> Bytes {
-        answering::sse(
-            None,
-            &json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": {}, "finish_reason": finish(g), "logprobs": null}],
-                "sovra": self.extension(citations),
-            }),
-        )
+        self.event(json!({
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish(g), "logprobs": null}],
+            "sovra": self.extension(citations),
+        }))
     }
 
     fn usage_chunk(&self, g: &Generation) -> Bytes {
-        answering::sse(
-            None,
-            &json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": usage(g),
-            }),
-        )
+        self.event(json!({"choices": [], "usage": usage(g)}))
     }
 }
 
