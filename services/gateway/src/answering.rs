@@ -285,14 +285,28 @@ pub async fn plain(
     Ok(prompt)
 }
 
-fn note_prompt(audit: &AuditCtx, prompt: &Prompt) {
-    let mut docs: Vec<String> = Vec::new();
-    for s in &prompt.sources {
-        if !docs.contains(&s.document_id) {
-            docs.push(s.document_id.clone());
+/// OpenAI's `usage` object; no generation (no source, no model run) is zeros.
+pub fn usage(g: Option<&Generation>) -> Value {
+    let (p, c) = g
+        .map(|g| (g.prompt_tokens, g.completion_tokens))
+        .unwrap_or((0, 0));
+    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+}
+
+/// Document ids in first-seen order, each once.
+fn distinct<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for id in ids {
+        if !out.iter().any(|d| d == id) {
+            out.push(id.to_owned());
         }
     }
-    audit.0.borrow_mut().document_ids = docs;
+    out
+}
+
+fn note_prompt(audit: &AuditCtx, prompt: &Prompt) {
+    audit.0.borrow_mut().document_ids =
+        distinct(prompt.sources.iter().map(|s| s.document_id.as_str()));
     audit.detail(
         "source_chunk_ids",
         json!(
@@ -479,13 +493,7 @@ impl Requester {
         match outcome {
             Ok((g, cited)) => {
                 event.status = 200;
-                let mut docs: Vec<String> = Vec::new();
-                for c in cited {
-                    if !docs.contains(&c.document_id) {
-                        docs.push(c.document_id.clone());
-                    }
-                }
-                event.document_ids = docs;
+                event.document_ids = distinct(cited.iter().map(|c| c.document_id.as_str()));
                 for (k, v) in outcome_details(g, cited) {
                     details.insert(k, v);
                 }

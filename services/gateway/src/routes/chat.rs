@@ -20,6 +20,7 @@ use crate::answering::{self, Knobs, Question, Requester, StreamFormat};
 use crate::extract::{Authorized, Read, ValidJson};
 use crate::problem::{ErrorCode, Problem};
 use crate::routes::documents::flat_metadata;
+use crate::routes::{question_text, top_k};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -241,20 +242,16 @@ pub async fn completions(
                 "with retrieval on, the last message must be the user's question",
             ));
         };
-        let q = question.content.trim().to_owned();
-        if q.is_empty() || q.chars().count() > 2000 {
-            return Err(Problem::invalid_parameter(
-                &format!("messages[{}].content", msgs.len()),
-                "the question must be 1 to 2000 characters",
-            ));
-        }
-        let top_k = ext.top_k.unwrap_or(state.settings.answer.top_k);
-        if top_k == 0 || top_k > state.settings.search.max_top_k {
-            return Err(Problem::invalid_parameter(
-                "sovra.top_k",
-                format!("must be between 1 and {}", state.settings.search.max_top_k),
-            ));
-        }
+        let q = question_text(
+            &question.content,
+            &format!("messages[{}].content", msgs.len()),
+        )?;
+        let top_k = top_k(
+            ext.top_k,
+            state.settings.answer.top_k,
+            state.settings.search.max_top_k,
+            "sovra.top_k",
+        )?;
         let metadata = flat_metadata(ext.filter, "sovra.filter")?;
         auth.audit.detail("question", state.query_record(&q));
         auth.audit.detail("mode", json!(ext.mode.as_str()));
@@ -369,14 +366,6 @@ fn finish(g: &Generation) -> &'static str {
     }
 }
 
-fn usage(g: &Generation) -> Value {
-    json!({
-        "prompt_tokens": g.prompt_tokens,
-        "completion_tokens": g.completion_tokens,
-        "total_tokens": g.prompt_tokens + g.completion_tokens,
-    })
-}
-
 impl Reply {
     fn extension(&self, citations: &[Citation]) -> Value {
         json!({
@@ -398,7 +387,7 @@ impl Reply {
                 "finish_reason": finish(g),
                 "logprobs": null,
             }],
-            "usage": usage(g),
+            "usage": answering::usage(Some(g)),
             "sovra": self.extension(citations),
         })
     }
@@ -432,7 +421,7 @@ impl Reply {
     }
 
     fn usage_chunk(&self, g: &Generation) -> Bytes {
-        self.event(json!({"choices": [], "usage": usage(g)}))
+        self.event(json!({"choices": [], "usage": answering::usage(Some(g))}))
     }
 }
 

@@ -170,6 +170,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/models").route(web::get().to(chat::models)));
 }
 
+/// A question or query: trimmed, 1 to 2000 characters.
+pub fn question_text(raw: &str, field: &str) -> Result<String, Problem> {
+    let text = raw.trim();
+    if text.is_empty() || text.chars().count() > 2000 {
+        return Err(Problem::invalid_parameter(field, "1 to 2000 characters"));
+    }
+    Ok(text.to_owned())
+}
+
+/// How many chunks to retrieve: `given` or `default`, 1 to `max`.
+pub fn top_k(
+    given: Option<usize>,
+    default: usize,
+    max: usize,
+    field: &str,
+) -> Result<usize, Problem> {
+    let k = given.unwrap_or(default);
+    if k == 0 || k > max {
+        return Err(Problem::invalid_parameter(
+            field,
+            format!("must be between 1 and {max}"),
+        ));
+    }
+    Ok(k)
+}
+
 fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }

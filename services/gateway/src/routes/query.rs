@@ -2,12 +2,10 @@
 //! read, with citations; `stream: true` sends Server-Sent Events
 //! (`sources`, then `token`s, then `citations`, then `done`).
 
-use std::collections::BTreeMap;
-
 use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use sovra_answer::{Citation, NO_SOURCES_ANSWER, Source};
 use sovra_inference::Generation;
 use sovra_retrieval::Mode;
@@ -17,6 +15,8 @@ use crate::answering::{self, Knobs, Question, Requester, Retrieval};
 use crate::extract::{Authorized, Read, ValidJson};
 use crate::problem::Problem;
 use crate::routes::documents::flat_metadata;
+use crate::routes::search::Filter;
+use crate::routes::{question_text, top_k};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -35,40 +35,19 @@ pub struct QueryBody {
     generation: Knobs,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Filter {
-    #[serde(default)]
-    metadata: BTreeMap<String, Value>,
-}
-
-fn usage(g: Option<&Generation>) -> Value {
-    let (p, c) = g
-        .map(|g| (g.prompt_tokens, g.completion_tokens))
-        .unwrap_or((0, 0));
-    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
-}
-
 pub async fn query(
     auth: Authorized<Read>,
     body: ValidJson<QueryBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let b = body.0;
-    let question = b.question.trim().to_owned();
-    if question.is_empty() || question.chars().count() > 2000 {
-        return Err(Problem::invalid_parameter(
-            "question",
-            "1 to 2000 characters",
-        ));
-    }
-    let top_k = b.top_k.unwrap_or(state.settings.answer.top_k);
-    if top_k == 0 || top_k > state.settings.search.max_top_k {
-        return Err(Problem::invalid_parameter(
-            "top_k",
-            format!("must be between 1 and {}", state.settings.search.max_top_k),
-        ));
-    }
+    let question = question_text(&b.question, "question")?;
+    let top_k = top_k(
+        b.top_k,
+        state.settings.answer.top_k,
+        state.settings.search.max_top_k,
+        "top_k",
+    )?;
     let metadata = flat_metadata(b.filter.metadata, "filter.metadata")?;
     let params = answering::sampling(&state, b.generation, "generation.")?;
     auth.audit.detail("question", state.query_record(&question));
@@ -92,7 +71,8 @@ pub async fn query(
 
     let Some(prompt) = &retrieval.prompt else {
         auth.audit.detail("finish_reason", json!("no_sources"));
-        let done = json!({"model": model, "finish_reason": "stop", "usage": usage(None)});
+        let done =
+            json!({"model": model, "finish_reason": "stop", "usage": answering::usage(None)});
         if b.stream {
             let (tx, rx) = mpsc::channel(4);
             for ev in [
@@ -115,7 +95,7 @@ pub async fn query(
             "retrieval": retrieval.details(),
             "model": model,
             "finish_reason": "stop",
-            "usage": usage(None),
+            "usage": answering::usage(None),
         })));
     };
 
@@ -140,7 +120,7 @@ pub async fn query(
         "retrieval": retrieval.details(),
         "model": model,
         "finish_reason": g.finish_reason.as_str(),
-        "usage": usage(Some(&g)),
+        "usage": answering::usage(Some(&g)),
         "timings": {"first_token_ms": g.first_token_ms, "total_ms": g.total_ms},
     })))
 }
@@ -171,7 +151,7 @@ impl answering::StreamFormat for NativeEvents {
                 &json!({
                     "model": self.model,
                     "finish_reason": g.finish_reason.as_str(),
-                    "usage": usage(Some(g)),
+                    "usage": answering::usage(Some(g)),
                     "timings": {"first_token_ms": g.first_token_ms, "total_ms": g.total_ms},
                 }),
             ),

@@ -12,6 +12,7 @@ use sovra_retrieval::Mode;
 use crate::extract::{Authorized, Read, ValidJson};
 use crate::problem::Problem;
 use crate::routes::documents::flat_metadata;
+use crate::routes::{question_text, top_k};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -29,7 +30,7 @@ pub struct SearchBody {
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     #[serde(default)]
-    metadata: BTreeMap<String, Value>,
+    pub metadata: BTreeMap<String, Value>,
 }
 
 pub async fn search(
@@ -38,18 +39,9 @@ pub async fn search(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let b = body.0;
-    let query = b.query.trim().to_owned();
-    if query.is_empty() || query.chars().count() > 2000 {
-        return Err(Problem::invalid_parameter("query", "1 to 2000 characters"));
-    }
+    let query = question_text(&b.query, "query")?;
     let s = &state.settings.search;
-    let top_k = b.top_k.unwrap_or(s.default_top_k);
-    if top_k == 0 || top_k > s.max_top_k {
-        return Err(Problem::invalid_parameter(
-            "top_k",
-            format!("must be between 1 and {}", s.max_top_k),
-        ));
-    }
+    let top_k = top_k(b.top_k, s.default_top_k, s.max_top_k, "top_k")?;
     let metadata = flat_metadata(b.filter.metadata, "filter.metadata")?;
     auth.audit.detail("query", state.query_record(&query));
     auth.audit.detail("mode", json!(b.mode.as_str()));
