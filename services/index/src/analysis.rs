@@ -71,6 +71,75 @@ impl<S: TokenStream> TokenStream for WordsOnlyStream<S> {
 }
 
 /// The terms `analyzer` makes of `text`, deduplicated in order.
+/// The body's analysis for snippets only: jieba's search mode emits a
+/// compound's parts and then the compound itself, so offsets step back,
+/// which tantivy's snippet generator cannot take (it subtracts offsets and
+/// panics). This keeps the tokens whose offsets move forward and lie on the
+/// text's character boundaries.
+pub fn snippet_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(JiebaTokenizer::new())
+        .filter(WordsOnly)
+        .filter(ForwardOffsets)
+        .filter(RemoveLongFilter::limit(64))
+        .filter(LowerCaser)
+        .build()
+}
+
+#[derive(Clone)]
+pub struct ForwardOffsets;
+
+impl TokenFilter for ForwardOffsets {
+    type Tokenizer<T: Tokenizer> = ForwardOffsetsTokenizer<T>;
+    fn transform<T: Tokenizer>(self, tokenizer: T) -> ForwardOffsetsTokenizer<T> {
+        ForwardOffsetsTokenizer(tokenizer)
+    }
+}
+
+#[derive(Clone)]
+pub struct ForwardOffsetsTokenizer<T>(T);
+
+impl<T: Tokenizer> Tokenizer for ForwardOffsetsTokenizer<T> {
+    type TokenStream<'a> = ForwardOffsetsStream<'a, T::TokenStream<'a>>;
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
+        ForwardOffsetsStream {
+            inner: self.0.token_stream(text),
+            text,
+            end: 0,
+        }
+    }
+}
+
+pub struct ForwardOffsetsStream<'a, S> {
+    inner: S,
+    text: &'a str,
+    /// Where the last token kept ended.
+    end: usize,
+}
+
+impl<S: TokenStream> TokenStream for ForwardOffsetsStream<'_, S> {
+    fn advance(&mut self) -> bool {
+        while self.inner.advance() {
+            let t = self.inner.token();
+            if t.offset_from >= self.end
+                && t.offset_from < t.offset_to
+                && t.offset_to <= self.text.len()
+                && self.text.is_char_boundary(t.offset_from)
+                && self.text.is_char_boundary(t.offset_to)
+            {
+                self.end = t.offset_to;
+                return true;
+            }
+        }
+        false
+    }
+    fn token(&self) -> &Token {
+        self.inner.token()
+    }
+    fn token_mut(&mut self) -> &mut Token {
+        self.inner.token_mut()
+    }
+}
+
 pub fn tokens(index: &Index, analyzer: &str, text: &str) -> Vec<String> {
     let Some(mut a) = index.tokenizers().get(analyzer) else {
         return Vec::new();

@@ -342,6 +342,39 @@ impl LexicalIndex {
         Box::new(BooleanQuery::new(clauses))
     }
 
+    /// The body's snippet generator: the query's body terms weighted as
+    /// tantivy's own `SnippetGenerator::create` weighs them, with the
+    /// forward-only analysis of [`analysis::snippet_analyzer`].
+    fn snippets(
+        &self,
+        searcher: &tantivy::Searcher,
+        query: &dyn Query,
+    ) -> Result<SnippetGenerator, IndexError> {
+        let body = self.fields.body;
+        let mut terms: Vec<Term> = Vec::new();
+        query.query_terms(&mut |term, _| {
+            if term.field() == body && !terms.contains(term) {
+                terms.push(term.clone());
+            }
+        });
+        let mut weighted = std::collections::BTreeMap::new();
+        for term in terms {
+            let Some(text) = term.value().as_str().map(str::to_owned) else {
+                continue;
+            };
+            let doc_freq = searcher.doc_freq(&term)?;
+            if doc_freq > 0 {
+                weighted.insert(text, 1.0 / (1.0 + doc_freq as f32));
+            }
+        }
+        Ok(SnippetGenerator::new(
+            weighted,
+            analysis::snippet_analyzer(),
+            body,
+            240,
+        ))
+    }
+
     /// BM25 search; only chunks the principal may see can match.
     pub fn search(&self, req: &SearchRequest<'_>) -> Result<Vec<Hit>, IndexError> {
         let f = self.fields;
@@ -364,8 +397,7 @@ impl LexicalIndex {
             &query,
             &TopDocs::with_limit(req.top_k.clamp(1, 1000)).order_by_score(),
         )?;
-        let mut snippets = SnippetGenerator::create(&searcher, &*text_query, f.body)?;
-        snippets.set_max_num_chars(240);
+        let snippets = self.snippets(&searcher, &*text_query)?;
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let doc: TantivyDocument = searcher.doc(addr)?;

@@ -380,3 +380,26 @@ proptest! {
         }
     }
 }
+
+/// jieba's search mode emits a compound's parts, then the compound, so
+/// offsets step back; where a snippet fragment starts between them,
+/// tantivy's snippet generator subtracted past zero and the search panicked.
+#[test]
+fn snippets_survive_offsets_that_step_back() {
+    let idx = LexicalIndex::in_ram().unwrap();
+    let acl = groups(&["g"]);
+    let p = principal("u", "t", &["g"]);
+    let filler = "天气很好我们去公园散步";
+    for n in 0..40 {
+        let text: String = filler.chars().cycle().take(60 + n).collect::<String>()
+            + "中华人民共和国香港特别行政区立法会议员宣誓。";
+        let id = format!("d{n}");
+        idx.replace_document(&id, &[entry(&id, 0, "t", &text, acl.clone())])
+            .unwrap();
+    }
+    let hits = idx
+        .search(&SearchRequest::new(&p, "中华人民共和国立法会议员", 100))
+        .unwrap();
+    assert_eq!(hits.len(), 40);
+    assert!(hits.iter().all(|h| h.snippet.contains("<mark>")));
+}
