@@ -10,6 +10,7 @@ mod auth;
 mod config;
 mod crash;
 mod documents;
+mod evaluation;
 mod http;
 mod pages;
 mod retrieval;

@@ -117,10 +117,13 @@ impl Default for GeneratorSettings {
 pub struct AnswerSettings {
     /// Chunks retrieved for a question (the sources the model may cite).
     pub top_k: usize,
-    /// A hit becomes a source when its dense cosine similarity reaches this…
+    /// A hit becomes a source when it holds this share of the question's
+    /// topic words…
+    pub min_question_coverage: f32,
+    /// …or when its dense cosine similarity reaches this…
     pub min_dense_score: f32,
-    /// …or when it is the best lexical match and its cosine reaches this.
-    pub min_dense_score_top_lexical: f32,
+    /// …for questions in these languages (the embedder's; ISO 639-1).
+    pub dense_gate_languages: Vec<String>,
     /// Tokens a single source may take in the prompt (longer ones are cut).
     pub max_source_tokens: usize,
 }
@@ -129,8 +132,9 @@ impl Default for AnswerSettings {
     fn default() -> Self {
         Self {
             top_k: 6,
-            min_dense_score: 0.3,
-            min_dense_score_top_lexical: 0.2,
+            min_question_coverage: 0.5,
+            min_dense_score: 0.6,
+            dense_gate_languages: vec!["en".into()],
             max_source_tokens: 400,
         }
     }
@@ -663,6 +667,23 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "answer.top_k",
                 message: "must be between 1 and search.max_top_k".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.answer.min_question_coverage) {
+            return Err(ConfigError::Invalid {
+                key: "answer.min_question_coverage",
+                message: "must be between 0 and 1".into(),
+            });
+        }
+        if let Some(l) = self
+            .answer
+            .dense_gate_languages
+            .iter()
+            .find(|l| !matches!(l.as_str(), "en" | "id" | "zh"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "answer.dense_gate_languages",
+                message: format!("`{l}` is not one of en, id, zh"),
             });
         }
         if self.answer.max_source_tokens < 32 {

@@ -141,6 +141,8 @@ pub fn sampling(state: &AppState, k: Knobs, prefix: &str) -> Result<SamplingPara
 
 /// The retrieval half of an answer.
 pub struct Retrieval {
+    /// The question, for attributing the answer to its sources.
+    pub question: String,
     pub mode: Mode,
     pub hits: Vec<Retrieved>,
     /// None when no hit was relevant: the answer says so without the model.
@@ -166,6 +168,22 @@ impl Retrieval {
             .as_ref()
             .map(|p| p.sources.as_slice())
             .unwrap_or(&[])
+    }
+
+    /// What the answer says when no source is relevant: the refusal in the
+    /// question's language.
+    pub fn refusal(&self) -> &'static str {
+        sovra_answer::language::detect(&self.question).refusal()
+    }
+
+    /// The citations of an answer generated from this retrieval's prompt.
+    pub fn citations(&self, answer: &str) -> Vec<sovra_answer::Citation> {
+        sovra_answer::citations(answer, &self.question, self.sources())
+    }
+
+    /// A finished (unstreamed) answer as it is returned.
+    pub fn settle(&self, answer: &str) -> sovra_answer::Settled {
+        sovra_answer::settle(answer, &self.question, self.sources())
     }
 }
 
@@ -210,8 +228,7 @@ pub async fn retrieve(
         mode: q.mode,
         top_k: q.top_k,
         metadata: q.metadata,
-        min_dense_score: state.settings.answer.min_dense_score,
-        min_dense_score_top_lexical: state.settings.answer.min_dense_score_top_lexical,
+        gate: &state.gate,
     };
     let (hits, relevant) = sovra_answer::retrieve(&state.retriever, principal, &req)
         .await
@@ -226,6 +243,7 @@ pub async fn retrieve(
     let relevant_count = relevant.len();
     if relevant.is_empty() {
         return Ok(Retrieval {
+            question: q.text.to_owned(),
             mode: q.mode,
             hits,
             prompt: None,
@@ -256,6 +274,7 @@ pub async fn retrieve(
     .map_err(answer_problem)?;
     note_prompt(audit, &prompt);
     Ok(Retrieval {
+        question: q.text.to_owned(),
         mode: q.mode,
         hits,
         prompt: Some(prompt),
@@ -320,14 +339,19 @@ fn note_prompt(audit: &AuditCtx, prompt: &Prompt) {
     audit.detail("prompt_tokens", json!(prompt.tokens));
 }
 
-/// Admits a generation, or answers 429 with `Retry-After`.
+/// Admits a generation, or answers 429 with `Retry-After`. An answer from
+/// sources is generated without source markers (their tokens are banned;
+/// citations are attributed afterwards).
 pub fn submit(
     state: &AppState,
     prompt: &Prompt,
-    params: SamplingParams,
+    mut params: SamplingParams,
     audit: &AuditCtx,
 ) -> Result<GenerationHandle, Problem> {
     audit.detail("model", json!(state.generation.generator().model_id()));
+    if !prompt.sources.is_empty() {
+        params.logit_bias.extend_from_slice(&state.marker_bans);
+    }
     state
         .generation
         .submit(prompt.text.clone(), params)
@@ -521,8 +545,8 @@ pub trait StreamFormat: Send + 'static {
     /// The closing events, with the citations drawn from the whole text.
     fn finish(&self, g: &Generation, citations: &[sovra_answer::Citation]) -> Vec<Bytes>;
     fn error(&self, problem: &Problem) -> Bytes;
-    /// The sources the citations refer to.
-    fn sources(&self) -> &[sovra_answer::Source];
+    /// The citations of the whole text.
+    fn citations(&self, text: &str) -> Vec<sovra_answer::Citation>;
 }
 
 /// Streams a generation as Server-Sent Events. A client that goes away
@@ -550,7 +574,7 @@ pub fn stream(
                 }
                 GenerationEvent::Done(g) => {
                     observe(&state, &g);
-                    let citations = sovra_answer::citations(&g.text, format.sources());
+                    let citations = format.citations(&g.text);
                     if connected {
                         for bytes in format.finish(&g, &citations) {
                             if tx.send(bytes).await.is_err() {

@@ -53,6 +53,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         .generator
         .context_tokens
         .min(generation.generator().context_tokens());
+    let marker_bans = sovra_answer::marker_bans(generation.generator().as_ref());
     let (documents, retriever) = open_documents(&settings, &store).await?;
     let settings = Arc::new(settings);
     let state = web::Data::new(AppState {
@@ -66,6 +67,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         retriever,
         generation,
         context_tokens,
+        marker_bans,
+        gate: sovra_answer::Gate {
+            min_question_coverage: settings.answer.min_question_coverage,
+            min_dense_score: settings.answer.min_dense_score,
+            dense_languages: settings.answer.dense_gate_languages.clone(),
+        },
     });
     let body_limit = settings.server.body_limit_bytes;
     let mut server = HttpServer::new(move || {

@@ -20,6 +20,10 @@ pub struct AppState {
     pub generation: Arc<sovra_inference::GenerationQueue>,
     /// Prompt plus completion: `generator.context_tokens`, at most the model's.
     pub context_tokens: usize,
+    /// The relevance gate (`answer.*`).
+    pub gate: sovra_answer::Gate,
+    /// Added to the sampling of an answer from sources: no `[n]` markers.
+    pub marker_bans: Vec<(u32, f32)>,
 }
 
 impl AppState {

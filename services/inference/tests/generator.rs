@@ -115,6 +115,26 @@ fn collect(
 }
 
 #[test]
+fn a_character_banned_through_its_tokens_is_never_written() {
+    let g = tiny(1);
+    let mut bans = no_eos(&g);
+    let vowels: Vec<u32> = ['e', 'a']
+        .into_iter()
+        .flat_map(|c| g.tokens_containing(c))
+        .collect();
+    assert!(!vowels.is_empty() && vowels.len() < g.vocab_size());
+    bans.extend(vowels.iter().map(|&t| (t, -100.0)));
+    let p = SamplingParams {
+        max_tokens: 40,
+        logit_bias: bans,
+        ..Default::default()
+    };
+    let (text, out) = collect(&g, &expected().prompt, &p);
+    assert_eq!(out.completion_tokens, 40);
+    assert!(!text.contains(['e', 'a']), "{text:?}");
+}
+
+#[test]
 fn streamed_pieces_add_up_to_the_text_and_max_tokens_is_respected() {
     let g = tiny(1);
     let p = SamplingParams {

@@ -58,6 +58,10 @@ pub struct Retrieved {
     pub dense_rank: Option<usize>,
     pub lexical_score: Option<f32>,
     pub dense_score: Option<f32>,
+    /// Share of the question's terms the chunk holds (set by the answer
+    /// pipeline's relevance gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub question_coverage: Option<f32>,
     /// HTML with matched terms in `<mark>`; escaped text for dense-only hits.
     pub snippet: String,
     #[serde(skip)]
@@ -77,6 +81,7 @@ impl Retrieved {
             dense_rank: None,
             lexical_score: None,
             dense_score: None,
+            question_coverage: None,
             snippet: String::new(),
             text: String::new(),
         }

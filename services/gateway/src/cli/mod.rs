@@ -12,6 +12,8 @@ use sovra_config::Settings;
 
 use crate::export::{csv_rows, jsonl_rows};
 
+mod answers;
+
 #[derive(clap::Args)]
 pub struct TokenArgs {
     /// Subject (`sub`).
@@ -228,7 +230,7 @@ pub struct IngestArgs {
 
 /// The token a CLI command calls the API with: `--token` (or `SOVRA_TOKEN`),
 /// else a development token when a development secret is configured.
-fn api_token(
+pub(crate) fn api_token(
     settings: &Settings,
     given: &Option<String>,
     dev: DevTokenRequest,
@@ -241,7 +243,7 @@ fn api_token(
 }
 
 /// `--server` (default `http://<server.listen>`) joined with `path`.
-fn api_url(settings: &Settings, server: &Option<String>, path: &str) -> String {
+pub(crate) fn api_url(settings: &Settings, server: &Option<String>, path: &str) -> String {
     let base = server
         .clone()
         .unwrap_or_else(|| format!("http://{}", settings.server.listen));
@@ -392,10 +394,18 @@ pub async fn ingest(settings: &Settings, args: IngestArgs) -> anyhow::Result<Exi
 }
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("set").required(true).args(["queries", "answers"])))]
 pub struct EvalArgs {
-    /// JSONL: one {"query": "...", "relevant": ["document id", ...], "kind": "..."} per line.
+    /// Retrieval: JSONL, one {"query": "...", "relevant": ["document id", ...], "kind": "..."} per line.
     #[arg(long)]
-    pub queries: PathBuf,
+    pub queries: Option<PathBuf>,
+    /// Answers: a question set (facqa*.csv, rgb*.json, pubmedqa*.json, or
+    /// Sovra's own *.jsonl); its passages are ingested into the tenant
+    /// `eval-<set>` and every question is asked through POST /v1/query.
+    #[arg(long)]
+    pub answers: Option<PathBuf>,
+    #[command(flatten)]
+    pub answer: answers::AnswerEvalArgs,
     /// Gateway URL (default: http://<server.listen>).
     #[arg(long)]
     pub server: Option<String>,
@@ -455,16 +465,20 @@ pub fn score(ranked: &[String], relevant: &[String], k: usize) -> (f64, f64, f64
 }
 
 pub async fn eval(settings: &Settings, args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.queries)
-        .with_context(|| format!("reading {}", args.queries.display()))?;
+    let queries = match (&args.queries, &args.answers) {
+        (_, Some(set)) => return answers::eval(settings, &args, set).await,
+        (Some(q), None) => q.clone(),
+        (None, None) => bail!("give --queries or --answers"),
+    };
+    let text = std::fs::read_to_string(&queries)
+        .with_context(|| format!("reading {}", queries.display()))?;
     let judged: Vec<Judged> = text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| {
-                format!("{}:{}: not a judged query", args.queries.display(), i + 1)
-            })
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a judged query", queries.display(), i + 1))
         })
         .collect::<Result<_, _>>()?;
     let token = api_token(
@@ -526,7 +540,7 @@ pub async fn eval(settings: &Settings, args: EvalArgs) -> anyhow::Result<ExitCod
     println!(
         "{} queries from {}; k = {k}",
         judged.len(),
-        args.queries.display()
+        queries.display()
     );
     println!(
         "{:<16} {:<8} {:>9} {:>10} {:>7}",

@@ -11,7 +11,7 @@ use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sovra_answer::{Citation, NO_SOURCES_ANSWER, Source};
+use sovra_answer::{Citation, Source};
 use sovra_inference::{ChatMessage, FinishReason, Generation};
 use sovra_retrieval::Mode;
 use tokio::sync::mpsc;
@@ -296,14 +296,21 @@ pub async fn completions(
         id,
         created: now(),
         model,
+        question: retrieval
+            .as_ref()
+            .map(|r| r.question.clone())
+            .unwrap_or_default(),
         sources,
         retrieval: retrieval.as_ref().map(|r| r.details()),
     };
 
     let Some(prompt) = prompt else {
         auth.audit.detail("finish_reason", json!("no_sources"));
+        let refusal = retrieval
+            .as_ref()
+            .map_or(sovra_answer::NO_SOURCES_ANSWER, |r| r.refusal());
         let g = Generation {
-            text: NO_SOURCES_ANSWER.into(),
+            text: refusal.into(),
             prompt_tokens: 0,
             completion_tokens: 0,
             finish_reason: FinishReason::Stop,
@@ -316,7 +323,7 @@ pub async fn completions(
                 include_usage,
             };
             let (tx, rx) = mpsc::channel(8);
-            let mut events = vec![format.start(), format.text(NO_SOURCES_ANSWER)];
+            let mut events = vec![format.start(), format.text(refusal)];
             events.extend(format.finish(&g, &[]));
             for ev in events {
                 let _ = tx.try_send(ev);
@@ -344,8 +351,14 @@ pub async fn completions(
             },
         ));
     }
-    let g = answering::collect(&state, handle).await?;
-    let citations = sovra_answer::citations(&g.text, &reply.sources);
+    let mut g = answering::collect(&state, handle).await?;
+    let citations = if reply.sources.is_empty() {
+        Vec::new()
+    } else {
+        let settled = sovra_answer::settle(&g.text, &reply.question, &reply.sources);
+        g.text = settled.text;
+        settled.citations
+    };
     answering::note_outcome(&auth.audit, &g, &citations);
     Ok(HttpResponse::Ok().json(reply.completion(&g, &citations)))
 }
@@ -355,6 +368,8 @@ struct Reply {
     id: String,
     created: u64,
     model: String,
+    /// The question answered from the sources (empty without retrieval).
+    question: String,
     sources: Vec<Source>,
     retrieval: Option<Value>,
 }
@@ -367,6 +382,10 @@ fn finish(g: &Generation) -> &'static str {
 }
 
 impl Reply {
+    fn citations(&self, answer: &str) -> Vec<Citation> {
+        sovra_answer::citations(answer, &self.question, &self.sources)
+    }
+
     fn extension(&self, citations: &[Citation]) -> Value {
         json!({
             "citations": citations,
@@ -458,7 +477,7 @@ impl StreamFormat for OpenAiChunks {
         )
     }
 
-    fn sources(&self) -> &[Source] {
-        &self.reply.sources
+    fn citations(&self, text: &str) -> Vec<Citation> {
+        self.reply.citations(text)
     }
 }

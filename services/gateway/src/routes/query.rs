@@ -6,7 +6,7 @@ use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
-use sovra_answer::{Citation, NO_SOURCES_ANSWER, Source};
+use sovra_answer::Citation;
 use sovra_inference::Generation;
 use sovra_retrieval::Mode;
 use tokio::sync::mpsc;
@@ -80,7 +80,7 @@ pub async fn query(
                     Some("sources"),
                     &json!({"sources": [], "retrieval": retrieval.details()}),
                 ),
-                answering::sse(Some("token"), &json!({"text": NO_SOURCES_ANSWER})),
+                answering::sse(Some("token"), &json!({"text": retrieval.refusal()})),
                 answering::sse(Some("citations"), &json!({"citations": []})),
                 answering::sse(Some("done"), &done),
             ] {
@@ -89,7 +89,7 @@ pub async fn query(
             return Ok(answering::sse_response(rx));
         }
         return Ok(HttpResponse::Ok().json(json!({
-            "answer": NO_SOURCES_ANSWER,
+            "answer": retrieval.refusal(),
             "citations": [],
             "sources": [],
             "retrieval": retrieval.details(),
@@ -111,11 +111,11 @@ pub async fn query(
         ));
     }
     let g = answering::collect(&state, handle).await?;
-    let citations = sovra_answer::citations(&g.text, retrieval.sources());
-    answering::note_outcome(&auth.audit, &g, &citations);
+    let settled = retrieval.settle(&g.text);
+    answering::note_outcome(&auth.audit, &g, &settled.citations);
     Ok(HttpResponse::Ok().json(json!({
-        "answer": g.text,
-        "citations": citations,
+        "answer": settled.text,
+        "citations": settled.citations,
         "sources": retrieval.sources(),
         "retrieval": retrieval.details(),
         "model": model,
@@ -165,7 +165,7 @@ impl answering::StreamFormat for NativeEvents {
         )
     }
 
-    fn sources(&self) -> &[Source] {
-        self.retrieval.sources()
+    fn citations(&self, text: &str) -> Vec<Citation> {
+        self.retrieval.citations(text)
     }
 }

@@ -117,6 +117,9 @@ pub trait Generator: Send + Sync {
     fn count_tokens(&self, text: &str) -> Result<usize, InferenceError>;
     /// `text` cut to at most `max_tokens` tokens, at a token boundary.
     fn truncate(&self, text: &str, max_tokens: usize) -> Result<String, InferenceError>;
+    /// Ids of the vocabulary's tokens whose text holds `c` (for banning a
+    /// character with `logit_bias`), in ascending order.
+    fn tokens_containing(&self, c: char) -> Vec<u32>;
     /// Generates a completion of `prompt`. `on_text` receives each new piece
     /// of text (possibly empty) after every decoding step; returning `false`
     /// cancels the generation.

@@ -596,6 +596,18 @@ impl Generator for OnnxGenerator {
         self.encode(text).map(|ids| ids.len())
     }
 
+    fn tokens_containing(&self, c: char) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .tokenizer
+            .get_vocab(true)
+            .into_iter()
+            .filter(|(token, _)| token.contains(c))
+            .map(|(_, id)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     fn truncate(&self, text: &str, max_tokens: usize) -> Result<String, InferenceError> {
         let enc = self
             .tokenizer

@@ -1,0 +1,252 @@
+//! Scoring one answer and summing a run up.
+
+use crate::sets::{Decision, Expected};
+
+/// Lower case, letters and digits only (CJK included): "Hezb-ul Mujahedeen"
+/// and "hezb ul mujahedeen" compare equal, and so do "1月3日" and "1 月 3 日".
+pub fn normalize(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Whether an answer holds every part (any one spelling of each), as the
+/// RGB authors score: the reference appears in the generated text.
+pub fn holds(answer: &str, parts: &[Vec<String>]) -> bool {
+    holds_for(answer, "", parts)
+}
+
+/// [`holds`], where a reference may leave out the words it shares with the
+/// question: FacQA tags "pangkalan Karshi - Khanabad" for "Apa nama
+/// pangkalan militer AS di Uzbekistan?", and "Karshi-Khanabad" answers it.
+pub fn holds_for(answer: &str, question: &str, parts: &[Vec<String>]) -> bool {
+    let a = normalize(answer);
+    let asked: Vec<String> = question
+        .split(|c: char| !c.is_alphanumeric())
+        .map(normalize)
+        .filter(|w| !w.is_empty())
+        .collect();
+    let found = |s: &str| {
+        let s = normalize(s);
+        !s.is_empty() && a.contains(&s)
+    };
+    let without_question_words = |s: &str| -> String {
+        s.split_whitespace()
+            .filter(|w| !asked.contains(&normalize(w)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    !parts.is_empty()
+        && parts.iter().all(|spellings| {
+            spellings
+                .iter()
+                .any(|s| found(s) || found(&without_question_words(s)))
+        })
+}
+
+/// The yes/no/maybe an answer gives: its first word when that is one, else
+/// hedging words for maybe, a negation for no, and yes otherwise.
+pub fn decision(answer: &str) -> Decision {
+    let lower = answer.to_lowercase();
+    let first: String = lower
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_alphabetic())
+        .collect();
+    match first.as_str() {
+        "yes" => return Decision::Yes,
+        "no" => return Decision::No,
+        "maybe" => return Decision::Maybe,
+        _ => {}
+    }
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let has = |w: &str| words.contains(&w);
+    if has("maybe") || has("unclear") || has("uncertain") || has("inconclusive") {
+        Decision::Maybe
+    } else if has("not") || has("no") || has("neither") || has("cannot") {
+        Decision::No
+    } else {
+        Decision::Yes
+    }
+}
+
+/// Whether an answer to `question` is right.
+pub fn correct(answer: &str, question: &str, expected: &Expected) -> bool {
+    match expected {
+        Expected::Parts(parts) => holds_for(answer, question, parts),
+        Expected::Decision(d) => decision(answer) == *d,
+    }
+}
+
+/// One question's result.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub correct: bool,
+    pub refused: bool,
+    /// The answer is in the question's language.
+    pub same_language: bool,
+    /// Documents of the cited chunks (one entry per cited chunk).
+    pub cited_documents: Vec<String>,
+    /// How many of those are the question's own passages.
+    pub cited_own: usize,
+    /// One of the question's own passages was retrieved.
+    pub retrieved_own: bool,
+    pub latency_ms: f64,
+    /// Highest dense cosine and BM25 score among the hits (the gate's inputs).
+    pub best_dense: Option<f32>,
+    pub best_lexical: Option<f32>,
+    /// Highest share of the question's terms a hit holds.
+    pub best_coverage: Option<f32>,
+}
+
+/// Figures of one run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    pub questions: usize,
+    pub accuracy: f64,
+    pub refused_answerable: f64,
+    pub citation_precision: f64,
+    /// Answers (not refusals) in the question's language.
+    pub same_language: f64,
+    /// Answered questions (not refused) whose citations include an own passage.
+    pub cites_own: f64,
+    pub retrieval_hit: f64,
+    pub negatives: usize,
+    pub negative_rejection: f64,
+    pub p50_latency_ms: f64,
+}
+
+fn ratio(n: usize, d: usize) -> f64 {
+    if d == 0 { 0.0 } else { n as f64 / d as f64 }
+}
+
+/// The `q`-quantile (0..=1) of values, by nearest rank; 0 for none.
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+pub fn summarize(answerable: &[Outcome], negatives: &[Outcome]) -> Summary {
+    let cited: usize = answerable.iter().map(|o| o.cited_documents.len()).sum();
+    let cited_own: usize = answerable.iter().map(|o| o.cited_own).sum();
+    let answered: Vec<&Outcome> = answerable.iter().filter(|o| !o.refused).collect();
+    let latencies: Vec<f64> = answerable
+        .iter()
+        .chain(negatives)
+        .map(|o| o.latency_ms)
+        .collect();
+    Summary {
+        questions: answerable.len(),
+        accuracy: ratio(
+            answerable.iter().filter(|o| o.correct).count(),
+            answerable.len(),
+        ),
+        refused_answerable: ratio(
+            answerable.iter().filter(|o| o.refused).count(),
+            answerable.len(),
+        ),
+        citation_precision: ratio(cited_own, cited),
+        same_language: ratio(
+            answered.iter().filter(|o| o.same_language).count(),
+            answered.len(),
+        ),
+        cites_own: ratio(
+            answered.iter().filter(|o| o.cited_own > 0).count(),
+            answered.len(),
+        ),
+        retrieval_hit: ratio(
+            answerable.iter().filter(|o| o.retrieved_own).count(),
+            answerable.len(),
+        ),
+        negatives: negatives.len(),
+        negative_rejection: ratio(
+            negatives.iter().filter(|o| o.refused).count(),
+            negatives.len(),
+        ),
+        p50_latency_ms: quantile(&latencies, 0.5),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_found_whatever_the_spacing_and_case() {
+        let parts = vec![vec!["Hezb-ul Mujahedeen".to_owned()]];
+        assert!(holds("Kelompok hezb ul mujahedeen menyatakan…", &parts));
+        assert!(!holds("Kelompok militan Kashmir", &parts));
+        let both = vec![
+            vec!["1月3日".to_owned()],
+            vec!["1月12日".to_owned(), "1月12号".to_owned()],
+        ];
+        assert!(holds("宣誓仪式在1月3日，首次会议在1月12号。", &both));
+        assert!(
+            !holds("宣誓仪式在1月3日。", &both),
+            "every part must appear"
+        );
+        assert!(!holds("anything", &[]));
+    }
+
+    #[test]
+    fn a_reference_need_not_repeat_the_question() {
+        let q = "Apa nama pangkalan militer AS di Uzbekistan?";
+        let parts = vec![vec!["pangkalan Karshi - Khanabad".to_owned()]];
+        assert!(holds_for("Namanya Karshi-Khanabad.", q, &parts));
+        assert!(!holds("Namanya Karshi-Khanabad.", &parts));
+        assert!(!holds_for("Namanya Termez.", q, &parts));
+        let all_asked = vec![vec!["Uzbekistan".to_owned()]];
+        assert!(
+            !holds_for("Tidak tahu.", q, &all_asked),
+            "an empty remainder matches nothing"
+        );
+    }
+
+    #[test]
+    fn decisions_from_free_text() {
+        assert_eq!(decision("Yes, mitochondria play a role."), Decision::Yes);
+        assert_eq!(decision("No. The trial found nothing."), Decision::No);
+        assert_eq!(decision("The drug did not improve survival."), Decision::No);
+        assert_eq!(decision("The evidence is unclear."), Decision::Maybe);
+        assert_eq!(decision("Mitochondria play a role."), Decision::Yes);
+        assert_eq!(
+            decision("Nothing suggests harm."),
+            Decision::Yes,
+            "`no` only as a word"
+        );
+    }
+
+    #[test]
+    fn summary_figures() {
+        let right = Outcome {
+            correct: true,
+            cited_documents: vec!["a".into(), "b".into()],
+            cited_own: 1,
+            retrieved_own: true,
+            latency_ms: 10.0,
+            ..Outcome::default()
+        };
+        let refused = Outcome {
+            refused: true,
+            latency_ms: 30.0,
+            ..Outcome::default()
+        };
+        let s = summarize(&[right.clone(), refused.clone()], &[refused, right]);
+        assert_eq!(s.accuracy, 0.5);
+        assert_eq!(s.citation_precision, 0.5);
+        assert_eq!(s.cites_own, 1.0);
+        assert_eq!(s.retrieval_hit, 0.5);
+        assert_eq!(s.negative_rejection, 0.5);
+        assert_eq!(s.p50_latency_ms, 10.0);
+        assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
+    }
+}

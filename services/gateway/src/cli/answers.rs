@@ -1,0 +1,414 @@
+//! `sovra eval --answers SET`: ingests a question set's passages through a
+//! running gateway (tenant `eval-<set>`, one ACL group per question, see
+//! `sovra_eval::plan`), asks every question through `POST /v1/query` as a
+//! reader who may see everything, then asks the held-out questions again as
+//! a reader without their own passages, and prints accuracy, citation
+//! precision, retrieval hit rate, negative rejection, latency and the
+//! distributions of the relevance gate's scores.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+use sovra_auth::DevTokenRequest;
+use sovra_config::Settings;
+use sovra_eval::plan::{Options, Plan, plan};
+use sovra_eval::score::{Outcome, Summary, correct, quantile, summarize};
+use sovra_eval::sets::{Case, load};
+
+use super::{EvalArgs, api_token, api_url};
+
+#[derive(clap::Args)]
+pub struct AnswerEvalArgs {
+    /// Questions asked with their passages in reach.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Of those, questions asked again without their passages (negative rejection).
+    #[arg(long, default_value_t = 20)]
+    pub negatives: usize,
+    /// Passages of questions not asked, ingested as distractors.
+    #[arg(long, default_value_t = 300)]
+    pub distractors: usize,
+    /// Concurrent document writes while ingesting.
+    #[arg(long, default_value_t = 4)]
+    pub writers: usize,
+    /// Retrieval only: ask POST /v1/search in each mode instead of
+    /// /v1/query, and print hit rate and MRR of the questions' own passages
+    /// at --search-k (no model is run).
+    #[arg(long)]
+    pub search: bool,
+    #[arg(long, default_value_t = 6)]
+    pub search_k: usize,
+    /// Write the figures as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write every question's answer, citations and verdict as JSONL here.
+    #[arg(long, value_name = "FILE")]
+    pub details: Option<PathBuf>,
+}
+
+struct Client {
+    http: reqwest::Client,
+    query_url: String,
+}
+
+/// What one `/v1/query` call gave.
+struct Asked {
+    answer: String,
+    cited_documents: Vec<String>,
+    retrieved_documents: Vec<String>,
+    best_dense: Option<f32>,
+    best_lexical: Option<f32>,
+    best_coverage: Option<f32>,
+    latency_ms: f64,
+}
+
+impl Client {
+    async fn ask(&self, token: &str, question: &str) -> anyhow::Result<Asked> {
+        let started = Instant::now();
+        let resp = self
+            .http
+            .post(&self.query_url)
+            .bearer_auth(token)
+            .json(&json!({"question": question}))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: Value = resp.json().await.context("a /v1/query answer")?;
+        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        if !status.is_success() {
+            bail!(
+                "/v1/query answered HTTP {}: {}",
+                status.as_u16(),
+                body["detail"]
+            );
+        }
+        let strings = |v: &Value, key: &str| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x[key].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let results = &body["retrieval"]["results"];
+        let best = |key: &str| -> Option<f32> {
+            results.as_array().and_then(|a| {
+                a.iter()
+                    .filter_map(|r| r[key].as_f64())
+                    .map(|x| x as f32)
+                    .reduce(f32::max)
+            })
+        };
+        Ok(Asked {
+            answer: body["answer"].as_str().unwrap_or_default().to_owned(),
+            cited_documents: strings(&body["citations"], "document_id"),
+            retrieved_documents: strings(results, "document_id"),
+            best_dense: best("dense_score"),
+            best_lexical: best("lexical_score"),
+            best_coverage: best("question_coverage"),
+            latency_ms,
+        })
+    }
+}
+
+fn outcome(case: &Case, a: &Asked) -> Outcome {
+    let refused = sovra_answer::is_refusal(&a.answer);
+    let own = |d: &String| case.positive.contains(d);
+    let detect = sovra_answer::language::detect;
+    Outcome {
+        correct: !refused && correct(&a.answer, &case.question, &case.expected),
+        refused,
+        same_language: detect(&a.answer) == detect(&case.question),
+        cited_own: a.cited_documents.iter().filter(|d| own(d)).count(),
+        cited_documents: a.cited_documents.clone(),
+        retrieved_own: a.retrieved_documents.iter().any(own),
+        latency_ms: a.latency_ms,
+        best_dense: a.best_dense,
+        best_lexical: a.best_lexical,
+        best_coverage: a.best_coverage,
+    }
+}
+
+async fn ingest(
+    settings: &Settings,
+    args: &EvalArgs,
+    http: &reqwest::Client,
+    tenant: &str,
+    p: &Plan<'_>,
+) -> anyhow::Result<()> {
+    let token = api_token(
+        settings,
+        &None,
+        DevTokenRequest {
+            subject: "sovra-eval".into(),
+            tenant: tenant.to_owned(),
+            roles: vec!["ingester".into()],
+            groups: Vec::new(),
+            ttl_secs: 24 * 3600,
+        },
+    )?;
+    let url = api_url(settings, &args.server, "/v1/documents");
+    let started = Instant::now();
+    futures_util::stream::iter(p.documents.iter().map(|d| {
+        let body = json!({
+            "id": d.passage.id,
+            "title": d.passage.title,
+            "text": d.passage.text,
+            "acl": {"groups": d.groups},
+        });
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move {
+            let resp = http
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await?;
+            let status = resp.status();
+            if !status.is_success() {
+                let text = resp.text().await.unwrap_or_default();
+                bail!("writing {} failed: HTTP {status}: {text}", body["id"]);
+            }
+            anyhow::Ok(())
+        }
+    }))
+    .buffer_unordered(args.answer.writers.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
+    eprintln!(
+        "ingested {} documents in {:.1} s",
+        p.documents.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn reader(settings: &Settings, tenant: &str, groups: Vec<String>) -> anyhow::Result<String> {
+    api_token(
+        settings,
+        &None,
+        DevTokenRequest {
+            subject: "sovra-eval".into(),
+            tenant: tenant.to_owned(),
+            roles: vec!["reader".into()],
+            groups,
+            ttl_secs: 24 * 3600,
+        },
+    )
+}
+
+fn distribution(label: &str, values: &[f64]) {
+    let q = |x| quantile(values, x);
+    println!(
+        "  {label:<34} {:>5} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3}",
+        values.len(),
+        q(0.0),
+        q(0.1),
+        q(0.25),
+        q(0.5),
+        q(0.75),
+        q(0.9),
+        q(1.0)
+    );
+}
+
+pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::Result<ExitCode> {
+    let set = load(path)?;
+    let opts = &args.answer;
+    let p = plan(
+        &set,
+        Options {
+            limit: opts.limit,
+            negatives: opts.negatives,
+            distractors: opts.distractors,
+        },
+    )?;
+    let tenant = format!("eval-{}", set.name);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()?;
+    ingest(settings, args, &http, &tenant, &p).await?;
+    let client = Client {
+        http,
+        query_url: api_url(settings, &args.server, "/v1/query"),
+    };
+    let mut details = match &opts.details {
+        Some(f) => Some(std::io::BufWriter::new(
+            std::fs::File::create(f).with_context(|| format!("creating {}", f.display()))?,
+        )),
+        None => None,
+    };
+    let mut log = |kind: &str, case: &Case, a: &Asked, o: &Outcome| -> anyhow::Result<()> {
+        if let Some(w) = details.as_mut() {
+            use std::io::Write;
+            let line = json!({
+                "kind": kind, "id": case.id, "question": case.question,
+                "answer": a.answer, "correct": o.correct, "refused": o.refused,
+                "cited": a.cited_documents, "own": case.positive,
+                "retrieved_own": o.retrieved_own, "best_dense": a.best_dense,
+                "best_lexical": a.best_lexical, "best_coverage": a.best_coverage,
+                "latency_ms": a.latency_ms,
+            });
+            writeln!(w, "{line}")?;
+        }
+        Ok(())
+    };
+    let everything = reader(settings, &tenant, p.all_groups())?;
+    if opts.search {
+        return search(settings, args, &client.http, &everything, &p).await;
+    }
+    let mut answerable = Vec::with_capacity(p.asked.len());
+    for (i, case) in p.asked.iter().enumerate() {
+        let a = client.ask(&everything, &case.question).await?;
+        let o = outcome(case, &a);
+        log("answerable", case, &a, &o)?;
+        answerable.push(o);
+        if (i + 1) % 10 == 0 {
+            eprintln!(
+                "{}: {} of {} questions asked",
+                set.name,
+                i + 1,
+                p.asked.len()
+            );
+        }
+    }
+    let mut negatives = Vec::with_capacity(p.negatives.len());
+    for &i in &p.negatives {
+        let case = p.asked[i];
+        let token = reader(settings, &tenant, p.groups_without(i))?;
+        let a = client.ask(&token, &case.question).await?;
+        let o = outcome(case, &a);
+        log("unanswerable", case, &a, &o)?;
+        negatives.push(o);
+    }
+    let s = summarize(&answerable, &negatives);
+    print_table(&set.name, &set.language, &s);
+    println!(
+        "relevance gate inputs per question   n     min     p10     p25     p50     p75     p90     max"
+    );
+    let dense = |os: &[Outcome]| -> Vec<f64> {
+        os.iter()
+            .filter_map(|o| o.best_dense.map(f64::from))
+            .collect()
+    };
+    let lexical = |os: &[Outcome]| -> Vec<f64> {
+        os.iter()
+            .filter_map(|o| o.best_lexical.map(f64::from))
+            .collect()
+    };
+    let coverage = |os: &[Outcome]| -> Vec<f64> {
+        os.iter()
+            .filter_map(|o| o.best_coverage.map(f64::from))
+            .collect()
+    };
+    distribution("best dense cosine, answerable", &dense(&answerable));
+    distribution("best dense cosine, unanswerable", &dense(&negatives));
+    distribution("best BM25 score, answerable", &lexical(&answerable));
+    distribution("best BM25 score, unanswerable", &lexical(&negatives));
+    distribution("question coverage, answerable", &coverage(&answerable));
+    distribution("question coverage, unanswerable", &coverage(&negatives));
+    if let Some(f) = &opts.json {
+        let doc = json!({"set": set.name, "language": set.language, "summary": s});
+        std::fs::write(f, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(name: &str, language: &str, s: &Summary) {
+    println!(
+        "{:<10} {:<4} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8}",
+        "set",
+        "lang",
+        "questions",
+        "accuracy",
+        "same-lang",
+        "cite-prec",
+        "cites-own",
+        "retr-hit",
+        "refused",
+        "negatives",
+        "neg-reject",
+        "p50 ms"
+    );
+    println!(
+        "{:<10} {:<4} {:>9} {:>8.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>10.3} {:>8.0}",
+        name,
+        language,
+        s.questions,
+        s.accuracy,
+        s.same_language,
+        s.citation_precision,
+        s.cites_own,
+        s.retrieval_hit,
+        s.refused_answerable,
+        s.negatives,
+        s.negative_rejection,
+        s.p50_latency_ms
+    );
+}
+
+/// Hit rate and reciprocal rank of the questions' own passages in each
+/// retrieval mode.
+async fn search(
+    settings: &Settings,
+    args: &EvalArgs,
+    http: &reqwest::Client,
+    token: &str,
+    p: &Plan<'_>,
+) -> anyhow::Result<ExitCode> {
+    let url = api_url(settings, &args.server, "/v1/search");
+    let k = args.answer.search_k;
+    println!(
+        "{:<8} {:>9} {:>9} {:>7}",
+        "mode",
+        "questions",
+        format!("hit@{k}"),
+        "MRR"
+    );
+    for mode in ["lexical", "dense", "hybrid"] {
+        let (mut hits, mut rr) = (0usize, 0f64);
+        for case in &p.asked {
+            let resp = http
+                .post(&url)
+                .bearer_auth(token)
+                .json(&json!({"query": case.question, "mode": mode, "top_k": k}))
+                .send()
+                .await?;
+            let status = resp.status();
+            let body: Value = resp.json().await.context("a /v1/search answer")?;
+            if !status.is_success() {
+                bail!(
+                    "/v1/search answered HTTP {}: {}",
+                    status.as_u16(),
+                    body["detail"]
+                );
+            }
+            let ranked: Vec<String> = body["results"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r["document_id"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(i) = ranked.iter().position(|d| case.positive.contains(d)) {
+                hits += 1;
+                rr += 1.0 / (i as f64 + 1.0);
+            }
+        }
+        let n = p.asked.len().max(1) as f64;
+        println!(
+            "{mode:<8} {:>9} {:>9.3} {:>7.3}",
+            p.asked.len(),
+            hits as f64 / n,
+            rr / n
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
