@@ -26,7 +26,8 @@ struct Slice {
     set: PathBuf,
     limit: &'static str,
     negatives: &'static str,
-    accuracy: f64,
+    /// None: no floor (the 0.5B answers almost no RGB question in full).
+    accuracy: Option<f64>,
     citation_precision: f64,
     negative_rejection: f64,
 }
@@ -36,7 +37,7 @@ fn slices() -> Vec<Slice> {
         set: fixtures().join("../../demo/answers.jsonl"),
         limit: "14",
         negatives: "14",
-        accuracy: 0.85,
+        accuracy: Some(0.85),
         citation_precision: 0.9,
         negative_rejection: 0.7,
     }];
@@ -46,24 +47,24 @@ fn slices() -> Vec<Slice> {
                 set: dir.join("facqa_train.csv"),
                 limit: "20",
                 negatives: "10",
-                accuracy: FACQA_ACCURACY,
+                accuracy: Some(0.25),
                 citation_precision: 0.6,
-                negative_rejection: 0.6,
+                negative_rejection: 0.5,
             },
             Slice {
                 set: dir.join("rgb_zh_int.json"),
                 limit: "20",
                 negatives: "10",
-                accuracy: RGB_ACCURACY,
-                citation_precision: 0.6,
-                negative_rejection: 0.0,
+                accuracy: None,
+                citation_precision: 0.5,
+                negative_rejection: 0.3,
             },
             Slice {
                 set: dir.join("pubmedqa_ori_pqal.json"),
                 limit: "20",
                 negatives: "10",
-                accuracy: PUBMEDQA_ACCURACY,
-                citation_precision: 0.6,
+                accuracy: Some(0.4),
+                citation_precision: 0.7,
                 negative_rejection: 0.6,
             },
         ]),
@@ -73,10 +74,6 @@ fn slices() -> Vec<Slice> {
     }
     out
 }
-
-const FACQA_ACCURACY: f64 = 0.3;
-const RGB_ACCURACY: f64 = 0.0;
-const PUBMEDQA_ACCURACY: f64 = 0.45;
 
 #[tokio::test]
 async fn answers_on_slices_of_the_question_sets_stay_above_their_floors() {
@@ -120,9 +117,10 @@ async fn answers_on_slices_of_the_question_sets_stay_above_their_floors() {
         let f = &figures["summary"];
         for (key, floor) in [
             ("accuracy", slice.accuracy),
-            ("citation_precision", slice.citation_precision),
-            ("negative_rejection", slice.negative_rejection),
+            ("citation_precision", Some(slice.citation_precision)),
+            ("negative_rejection", Some(slice.negative_rejection)),
         ] {
+            let Some(floor) = floor else { continue };
             let value = f[key].as_f64().unwrap();
             if value < floor {
                 failures.push(format!("{name}: {key} {value:.3} < floor {floor}"));
