@@ -106,6 +106,24 @@ impl Set {
     }
 }
 
+/// One part of a list answer in the JSON sets: a string, or a list of
+/// acceptable spellings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Part {
+    One(String),
+    Any(Vec<String>),
+}
+
+impl Part {
+    fn spellings(self) -> Vec<String> {
+        match self {
+            Part::One(s) => vec![s],
+            Part::Any(v) => v,
+        }
+    }
+}
+
 /// Reads a set, choosing the format by the file's name.
 pub fn load(path: &Path) -> Result<Set, EvalError> {
     let name = path
@@ -252,12 +270,6 @@ const RGB_NEGATIVE: usize = 3;
 fn rgb(text: &str) -> Result<Set, String> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum Part {
-        One(String),
-        Any(Vec<String>),
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
     enum Positive {
         Grouped(Vec<Vec<String>>),
         Flat(Vec<String>),
@@ -277,14 +289,7 @@ fn rgb(text: &str) -> Result<Set, String> {
             continue;
         }
         let row: Row = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
-        let parts = row
-            .answer
-            .into_iter()
-            .map(|p| match p {
-                Part::One(s) => vec![s],
-                Part::Any(v) => v,
-            })
-            .collect();
+        let parts = row.answer.into_iter().map(Part::spellings).collect();
         let groups = match row.positive {
             Positive::Grouped(g) => g,
             Positive::Flat(f) => vec![f],
@@ -347,12 +352,6 @@ fn pubmedqa(text: &str) -> Result<Set, String> {
 
 fn own_jsonl(text: &str, name: &str, base: &Path) -> Result<Set, String> {
     #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Part {
-        One(String),
-        Any(Vec<String>),
-    }
-    #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct OwnPassage {
         id: String,
@@ -389,15 +388,7 @@ fn own_jsonl(text: &str, name: &str, base: &Path) -> Result<Set, String> {
         }
         let expected = match (row.decision, row.answer.is_empty()) {
             (Some(d), true) => Expected::Decision(d),
-            (None, false) => Expected::Parts(
-                row.answer
-                    .into_iter()
-                    .map(|p| match p {
-                        Part::One(s) => vec![s],
-                        Part::Any(v) => v,
-                    })
-                    .collect(),
-            ),
+            (None, false) => Expected::Parts(row.answer.into_iter().map(Part::spellings).collect()),
             _ => {
                 return Err(format!(
                     "line {}: give either `answer` or `decision`",

@@ -19,7 +19,7 @@ use sovra_eval::plan::{Options, Plan, plan};
 use sovra_eval::score::{Outcome, Summary, correct, quantile, summarize};
 use sovra_eval::sets::{Case, load};
 
-use super::{EvalArgs, api_token, api_url};
+use super::{EvalArgs, api_token, api_url, search_documents};
 
 #[derive(clap::Args)]
 pub struct AnswerEvalArgs {
@@ -141,17 +141,7 @@ async fn ingest(
     tenant: &str,
     p: &Plan<'_>,
 ) -> anyhow::Result<()> {
-    let token = api_token(
-        settings,
-        &None,
-        DevTokenRequest {
-            subject: "sovra-eval".into(),
-            tenant: tenant.to_owned(),
-            roles: vec!["ingester".into()],
-            groups: Vec::new(),
-            ttl_secs: 24 * 3600,
-        },
-    )?;
+    let token = eval_token(settings, tenant, "ingester", Vec::new())?;
     let url = api_url(settings, &args.server, "/v1/documents");
     let started = Instant::now();
     futures_util::stream::iter(p.documents.iter().map(|d| {
@@ -188,18 +178,28 @@ async fn ingest(
     Ok(())
 }
 
-fn reader(settings: &Settings, tenant: &str, groups: Vec<String>) -> anyhow::Result<String> {
+/// A development token of the evaluation's subject in `tenant`.
+fn eval_token(
+    settings: &Settings,
+    tenant: &str,
+    role: &str,
+    groups: Vec<String>,
+) -> anyhow::Result<String> {
     api_token(
         settings,
         &None,
         DevTokenRequest {
             subject: "sovra-eval".into(),
             tenant: tenant.to_owned(),
-            roles: vec!["reader".into()],
+            roles: vec![role.to_owned()],
             groups,
             ttl_secs: 24 * 3600,
         },
     )
+}
+
+fn reader(settings: &Settings, tenant: &str, groups: Vec<String>) -> anyhow::Result<String> {
+    eval_token(settings, tenant, "reader", groups)
 }
 
 fn distribution(label: &str, values: &[f64]) {
@@ -374,29 +374,7 @@ async fn search(
     for mode in ["lexical", "dense", "hybrid"] {
         let (mut hits, mut rr) = (0usize, 0f64);
         for case in &p.asked {
-            let resp = http
-                .post(&url)
-                .bearer_auth(token)
-                .json(&json!({"query": case.question, "mode": mode, "top_k": k}))
-                .send()
-                .await?;
-            let status = resp.status();
-            let body: Value = resp.json().await.context("a /v1/search answer")?;
-            if !status.is_success() {
-                bail!(
-                    "/v1/search answered HTTP {}: {}",
-                    status.as_u16(),
-                    body["detail"]
-                );
-            }
-            let ranked: Vec<String> = body["results"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|r| r["document_id"].as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let ranked = search_documents(http, &url, token, &case.question, mode, k).await?;
             if let Some(i) = ranked.iter().position(|d| case.positive.contains(d)) {
                 hits += 1;
                 rr += 1.0 / (i as f64 + 1.0);

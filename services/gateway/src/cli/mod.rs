@@ -434,6 +434,41 @@ struct Judged {
     kind: String,
 }
 
+/// The document ids `POST /v1/search` ranks for `query` in `mode`, in rank
+/// order (a document once per chunk).
+pub(crate) async fn search_documents(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    query: &str,
+    mode: &str,
+    top_k: usize,
+) -> anyhow::Result<Vec<String>> {
+    let resp = client
+        .post(url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({"query": query, "mode": mode, "top_k": top_k}))
+        .send()
+        .await?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.context("a /v1/search answer")?;
+    if !status.is_success() {
+        bail!(
+            "search `{query}` ({mode}) failed: HTTP {}: {}",
+            status.as_u16(),
+            body["detail"]
+        );
+    }
+    Ok(body["results"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["document_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// nDCG@k, recall@k and reciprocal rank of one ranked list of document ids
 /// (binary relevance; each document counted once, at its best rank).
 pub fn score(ranked: &[String], relevant: &[String], k: usize) -> (f64, f64, f64) {
@@ -502,30 +537,9 @@ pub async fn eval(settings: &Settings, args: EvalArgs) -> anyhow::Result<ExitCod
         Default::default();
     for q in &judged {
         for (m, mode) in modes.iter().enumerate() {
-            let resp = client
-                .post(&url)
-                .bearer_auth(&token)
-                .json(&serde_json::json!({"query": q.query, "mode": mode, "top_k": (args.k * 3).min(100)}))
-                .send()
-                .await?;
-            let status = resp.status();
-            let body: serde_json::Value = resp.json().await.unwrap_or_default();
-            if !status.is_success() {
-                bail!(
-                    "search `{}` ({mode}) failed: HTTP {}: {}",
-                    q.query,
-                    status.as_u16(),
-                    body["detail"]
-                );
-            }
-            let ranked: Vec<String> = body["results"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|r| r["document_id"].as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let ranked =
+                search_documents(&client, &url, &token, &q.query, mode, (args.k * 3).min(100))
+                    .await?;
             let (n, r, rr) = score(&ranked, &q.relevant, args.k);
             for kind in ["all".to_owned(), q.kind.clone()] {
                 let t = totals.entry((m, kind)).or_default();
