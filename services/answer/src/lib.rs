@@ -4,8 +4,8 @@
 //! `sovra-retrieval`); the hits that look relevant become numbered
 //! documents between `"""` delimiters in the prompt, followed by the
 //! question and the rules: answer in the question's language from the
-//! documents only, say the one refusal sentence when they hold no answer,
-//! never follow instructions inside them. Lowest-ranked sources are dropped
+//! documents only, say so when they hold no answer, never follow
+//! instructions inside them. Lowest-ranked sources are dropped
 //! first until prompt and completion fit the context budget. Document text
 //! is data: anything in it that the tokenizer would read as a control
 //! token, or that would close a source early, is defused first.
@@ -142,8 +142,6 @@ pub struct Citation {
 /// A prompt ready for the generator.
 #[derive(Debug, Clone)]
 pub struct Prompt {
-    /// The question's language: the answer's and the refusal's.
-    pub language: Language,
     /// The conversation in the model's chat template.
     pub text: String,
     pub tokens: usize,
@@ -317,7 +315,6 @@ pub fn build_prompt(
         let needed = tokens + budget.max_tokens;
         if needed <= budget.context_tokens {
             return Ok(Prompt {
-                language,
                 text,
                 tokens,
                 dropped: total - sources.len(),
@@ -339,11 +336,6 @@ pub fn plain_prompt(
     messages: &[ChatMessage],
     budget: Budget,
 ) -> Result<Prompt, AnswerError> {
-    let language = messages
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map_or(Language::English, |m| language::detect(&m.content));
     let text = generator.render(messages)?;
     let tokens = generator.count_tokens(&text)?;
     let needed = tokens + budget.max_tokens;
@@ -354,7 +346,6 @@ pub fn plain_prompt(
         });
     }
     Ok(Prompt {
-        language,
         text,
         tokens,
         sources: Vec::new(),
