@@ -346,16 +346,49 @@ async fn exports_stream_jsonl_and_csv() {
     }
 }
 
+/// `sovra audit verify` with only a public key configured (the server's
+/// signing key comes from its environment, which this run does not get).
+fn verify_public(s: &Server, key: &str) -> std::process::Output {
+    std::process::Command::new(bin())
+        .args(["audit", "verify", "--config"])
+        .arg(&s.config)
+        .env("SOVRA__AUDIT__CHECKPOINT_PUBLIC_KEY", key)
+        .output()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn pruning_keeps_the_chain_verifiable_behind_a_signed_checkpoint() {
     for db in BACKENDS {
-        let (s, pg) = Server::start(db).await;
+        // A retention of 1.7 s, so that records can age past it here; the
+        // signing key outside the data directory.
+        let keys = tempfile::tempdir().unwrap();
+        let key_file = keys.path().join("checkpoint.key");
+        let made = std::process::Command::new(bin())
+            .args(["audit", "keygen", "--output"])
+            .arg(&key_file)
+            .output()
+            .unwrap();
+        assert!(made.status.success());
+        let public = String::from_utf8_lossy(&made.stdout).trim().to_owned();
+
+        let opts = Options {
+            env: vec![
+                ("SOVRA__AUDIT__RETENTION_DAYS".into(), "0.00002".into()),
+                (
+                    "SOVRA__AUDIT__CHECKPOINT_KEY_FILE".into(),
+                    key_file.display().to_string(),
+                ),
+            ],
+            ..Options::new(db)
+        };
+        let (s, pg) = Server::start_opts(opts).await;
         let t = token(&["reader"]);
         for _ in 0..6 {
             s.get("/v1/whoami", Some(&t)).await;
         }
         let cut = chrono::Utc::now().to_rfc3339();
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
         for _ in 0..3 {
             s.get("/v1/whoami", Some(&t)).await;
         }
@@ -374,6 +407,10 @@ async fn pruning_keeps_the_chain_verifiable_behind_a_signed_checkpoint() {
         assert_eq!(report["checkpoint_seq"], 6);
         let v = s.verify_ok();
         assert_eq!(v["anchored_at_checkpoint"], 6);
+        // The public key alone verifies the checkpoint; another key does not.
+        assert!(verify_public(&s, &public).status.success(), "{db:?}");
+        let other = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+        assert_eq!(verify_public(&s, other).status.code(), Some(1), "{db:?}");
         let err = sql(&s, db, "UPDATE audit_checkpoints SET hash = 'x'")
             .await
             .expect_err("checkpoint update");

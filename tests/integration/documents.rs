@@ -356,10 +356,12 @@ async fn callers_see_only_what_their_principal_may_see() {
             .status(),
         404
     );
+    // An ingester who neither wrote it nor may read it (the writer may:
+    // see the hardening tests).
     let r = s
         .client
         .delete(s.url("/v1/documents/n1"))
-        .bearer_auth(ingester(&["treasury"]))
+        .bearer_auth(hs256(&claims("ines", "bank", &["ingester"], &["treasury"])))
         .send()
         .await
         .unwrap();

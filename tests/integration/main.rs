@@ -11,6 +11,7 @@ mod config;
 mod crash;
 mod documents;
 mod evaluation;
+mod hardening;
 mod http;
 mod pages;
 mod retrieval;

@@ -18,6 +18,37 @@ pub enum CheckpointKeyError {
     Write { path: String, message: String },
     #[error("{path} does not hold a 32-byte hex Ed25519 key")]
     Format { path: String },
+    #[error("not a 32-byte hex Ed25519 public key")]
+    PublicKey,
+}
+
+/// The public half: all that verifying checkpoints needs, so the host that
+/// verifies never holds the key that signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointVerifier {
+    key: VerifyingKey,
+}
+
+impl CheckpointVerifier {
+    /// From the hex form [`CheckpointKey::public_hex`] prints.
+    pub fn from_hex(text: &str) -> Result<Self, CheckpointKeyError> {
+        let bytes: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or(CheckpointKeyError::PublicKey)?;
+        VerifyingKey::from_bytes(&bytes)
+            .map(|key| Self { key })
+            .map_err(|_| CheckpointKeyError::PublicKey)
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.key.to_bytes())
+    }
+
+    /// Whether `signature` (hex) signs this checkpoint under this key.
+    pub fn verify(&self, seq: i64, hash: &str, ts_us: i64, signature: &str) -> bool {
+        verify_with(&self.key, seq, hash, ts_us, signature)
+    }
 }
 
 /// The checkpoint signing key.
@@ -75,6 +106,12 @@ impl CheckpointKey {
         hex::encode(self.signing.verifying_key().to_bytes())
     }
 
+    pub fn verifier(&self) -> CheckpointVerifier {
+        CheckpointVerifier {
+            key: self.signing.verifying_key(),
+        }
+    }
+
     pub fn sign(&self, seq: i64, hash: &str, ts_us: i64) -> String {
         hex::encode(self.signing.sign(&message(seq, hash, ts_us)).to_bytes())
     }
@@ -111,5 +148,13 @@ mod tests {
         assert!(again.verify(10, "ab", 5, &sig));
         assert!(!again.verify(11, "ab", 5, &sig));
         assert!(!again.verify(10, "ab", 5, "00"));
+        // The public key alone verifies; a wrong one does not.
+        let public =
+            CheckpointVerifier::from_hex(&k.public_hex()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(public.verify(10, "ab", 5, &sig));
+        let other = CheckpointKey::load_or_create(&dir.path().join("other"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!other.verifier().verify(10, "ab", 5, &sig));
+        assert!(CheckpointVerifier::from_hex("zz").is_err());
     }
 }

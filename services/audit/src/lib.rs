@@ -14,7 +14,7 @@ mod record;
 mod store;
 mod writer;
 
-pub use checkpoint::{CheckpointKey, CheckpointKeyError};
+pub use checkpoint::{CheckpointKey, CheckpointKeyError, CheckpointVerifier};
 pub use record::{AuditEvent, AuditRecord, EventFilter, Page};
 pub use store::{Backend, PruneReport, SqlStore, VerifyReport};
 pub use writer::GroupCommitWriter;

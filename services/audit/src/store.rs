@@ -10,7 +10,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 
 use crate::chain::{GENESIS, link_hash};
-use crate::checkpoint::CheckpointKey;
+use crate::checkpoint::{CheckpointKey, CheckpointVerifier};
 use crate::record::rfc3339;
 use crate::{AuditError, AuditEvent, AuditReceipt, AuditRecord, EventFilter, Page};
 
@@ -403,7 +403,10 @@ impl SqlStore {
     ///
     /// Checkpoints must carry a valid signature under `key`; the chain may
     /// start at seq 1 (genesis) or right after a valid checkpoint.
-    pub async fn verify(&self, key: Option<&CheckpointKey>) -> Result<VerifyReport, AuditError> {
+    pub async fn verify(
+        &self,
+        key: Option<&CheckpointVerifier>,
+    ) -> Result<VerifyReport, AuditError> {
         let cps = sqlx::query(
             "SELECT seq, hash, ts_us, signature FROM audit_checkpoints ORDER BY seq ASC",
         )
@@ -418,7 +421,7 @@ impl SqlStore {
             let valid = key.is_some_and(|k| k.verify(seq, &hash, ts_us, &sig));
             if !valid {
                 let problem = match key {
-                    None => "a checkpoint exists but no checkpoint key is configured to verify it"
+                    None => "a checkpoint exists but no checkpoint public key is configured to verify it"
                         .to_owned(),
                     Some(_) => {
                         "checkpoint signature does not verify under the configured key".to_owned()

@@ -142,11 +142,48 @@ impl Principal {
             && (acl.users.contains(&self.subject)
                 || acl.groups.iter().any(|g| self.groups.contains(g)))
     }
+
+    /// The one rule for replacing and deleting an existing document: within
+    /// its tenant, an ingester who wrote it or may read it, or the tenant's
+    /// admin. Anyone else must learn nothing about it (the caller answers
+    /// 404, exactly as for a document that does not exist).
+    pub fn may_change(&self, tenant: &str, acl: &Acl, created_by: &str) -> bool {
+        self.tenant == tenant
+            && (self.has_role(Role::Admin)
+                || (self.has_role(Role::Ingester)
+                    && (created_by == self.subject || self.may_see(tenant, acl))))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn change_needs_authorship_visibility_or_tenant_admin() {
+        let acl = Acl {
+            groups: vec!["board".into()],
+            users: vec![],
+        };
+        let who = |subject: &str, tenant: &str, roles: &[Role], groups: &[&str]| Principal {
+            subject: subject.into(),
+            tenant: tenant.into(),
+            roles: roles.iter().copied().collect(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        // The author, even after narrowing the ACL past themselves.
+        assert!(who("ann", "t", &[Role::Ingester], &[]).may_change("t", &acl, "ann"));
+        // An ingester who may read it.
+        assert!(who("bob", "t", &[Role::Ingester], &["board"]).may_change("t", &acl, "ann"));
+        // An ingester who may not read it.
+        assert!(!who("eve", "t", &[Role::Ingester], &["staff"]).may_change("t", &acl, "ann"));
+        // A reader who may read it but does not ingest.
+        assert!(!who("rob", "t", &[Role::Reader], &["board"]).may_change("t", &acl, "ann"));
+        // The tenant's admin; not another tenant's, nor the author elsewhere.
+        assert!(who("root", "t", &[Role::Admin], &[]).may_change("t", &acl, "ann"));
+        assert!(!who("root", "u", &[Role::Admin], &[]).may_change("t", &acl, "ann"));
+        assert!(!who("ann", "u", &[Role::Ingester], &["board"]).may_change("t", &acl, "ann"));
+    }
 
     fn p(roles: &[Role]) -> Principal {
         Principal {

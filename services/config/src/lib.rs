@@ -210,10 +210,19 @@ pub struct ModelSettings {
 pub struct IngestSettings {
     /// Largest accepted upload, in bytes (413 past it).
     pub max_document_bytes: usize,
-    /// Most bytes a DOCX may decompress to.
+    /// Most bytes a DOCX, or a PDF's compressed streams, may decompress to.
     pub max_unpacked_bytes: u64,
     /// Most characters of text extracted from one document.
     pub max_text_chars: usize,
+    /// Parse uploads in a child process with the limits below (`worker`),
+    /// or on a thread of the gateway (`in_process`, only for trusted files).
+    pub parser: ParserMode,
+    /// Address space of a parse worker, in MiB.
+    pub parser_max_memory_mb: u64,
+    /// CPU seconds of a parse worker.
+    pub parser_max_cpu_seconds: u64,
+    /// Wall-clock seconds before a parse worker is killed.
+    pub parser_timeout_seconds: u64,
     /// Most tokens in one chunk (the embedding model's tokenizer counts).
     pub chunk_max_tokens: usize,
     /// Tokens repeated between consecutive chunks.
@@ -226,10 +235,22 @@ impl Default for IngestSettings {
             max_document_bytes: 20 * 1024 * 1024,
             max_unpacked_bytes: 64 * 1024 * 1024,
             max_text_chars: 8 * 1024 * 1024,
+            parser: ParserMode::Worker,
+            parser_max_memory_mb: 1024,
+            parser_max_cpu_seconds: 30,
+            parser_timeout_seconds: 60,
             chunk_max_tokens: 200,
             chunk_overlap_tokens: 40,
         }
     }
+}
+
+/// Where uploads are parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParserMode {
+    Worker,
+    InProcess,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -328,7 +349,9 @@ pub struct AuthSettings {
     /// Development mode: allows the HS256 development secret and tokens
     /// without issuer or audience. Never enable in production.
     pub development: bool,
-    /// Shared HS256 secret for development tokens (`sovra token`). Empty: none.
+    /// Shared HS256 secret for development tokens (`sovra token`). Empty
+    /// in development: this installation's own, made on first use in
+    /// `<data_dir>/dev-secret` (mode 0600); nothing ships a secret.
     pub dev_secret: String,
     /// A JWKS document on disk with RS256/ES256 public keys.
     pub jwks_file: Option<PathBuf>,
@@ -409,8 +432,9 @@ pub struct AuditSettings {
     pub batch_max: usize,
     /// Records queued for commit before callers wait.
     pub queue_capacity: usize,
-    /// Keep records this many days; 0 keeps them forever.
-    pub retention_days: u32,
+    /// Keep records this many days (fractions allowed); 0 keeps them
+    /// forever and refuses every prune.
+    pub retention_days: f64,
     /// How often the server prunes past retention, in seconds.
     pub prune_interval_secs: u64,
     /// What the audit record keeps of a search query or question: `plain`
@@ -418,9 +442,47 @@ pub struct AuditSettings {
     pub query_policy: QueryPolicy,
     /// Salt for `query_policy = "hash"`; keep it secret.
     pub query_salt: String,
-    /// Ed25519 key that signs retention checkpoints. Keep it out of the
-    /// database's reach. Empty: `<data_dir>/audit-checkpoint.key`.
+    /// Ed25519 key that signs retention checkpoints (`sovra audit keygen`
+    /// makes one). Keep it out of the database's and the data directory's
+    /// reach: there is no default, and pruning needs it.
     pub checkpoint_key_file: Option<PathBuf>,
+    /// Hex Ed25519 public key that verifies checkpoints: all a verifying
+    /// host needs. Empty: derived from `checkpoint_key_file` when set.
+    pub checkpoint_public_key: String,
+}
+
+impl AuditSettings {
+    /// The retention period in microseconds; `None` keeps records forever.
+    pub fn retention_us(&self) -> Option<i64> {
+        (self.retention_days > 0.0).then_some((self.retention_days * 86_400_000_000.0) as i64)
+    }
+
+    /// The one pruning rule, for the API, the CLI and the retention task:
+    /// records may be pruned only before `now_us` minus the retention
+    /// period, and never while retention is unlimited. Returns why not.
+    pub fn check_prune(&self, before_us: i64, now_us: i64) -> Result<(), PruneRefusal> {
+        let Some(retention) = self.retention_us() else {
+            return Err(PruneRefusal::RetentionUnlimited);
+        };
+        let latest = now_us.saturating_sub(retention);
+        if before_us > latest {
+            return Err(PruneRefusal::WithinRetention {
+                retention_days: self.retention_days,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a prune is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PruneRefusal {
+    #[error("audit.retention_days is 0 (keep forever): records cannot be pruned")]
+    RetentionUnlimited,
+    #[error(
+        "records younger than the retention period ({retention_days} days) cannot be pruned: `before` must be at least that long ago"
+    )]
+    WithinRetention { retention_days: f64 },
 }
 
 impl Default for AuditSettings {
@@ -429,11 +491,12 @@ impl Default for AuditSettings {
             fail_closed: true,
             batch_max: 512,
             queue_capacity: 8192,
-            retention_days: 0,
+            retention_days: 0.0,
             prune_interval_secs: 3600,
             query_policy: QueryPolicy::Plain,
             query_salt: String::new(),
             checkpoint_key_file: None,
+            checkpoint_public_key: String::new(),
         }
     }
 }
@@ -494,12 +557,58 @@ impl Settings {
                 }
             }
         }
-        let settings: Settings = figment
+        let mut settings: Settings = figment
             .merge(env)
             .extract()
             .map_err(|e| ConfigError::Parse(format_figment_error(e)))?;
         settings.validate()?;
+        settings.resolve_dev_secret()?;
         Ok(settings)
+    }
+
+    /// Development mode without a configured secret: this installation's
+    /// own, read from `<data_dir>/dev-secret` or made there (32 random
+    /// bytes, hex, mode 0600).
+    fn resolve_dev_secret(&mut self) -> Result<(), ConfigError> {
+        if !self.auth.development || !self.auth.dev_secret.is_empty() {
+            return Ok(());
+        }
+        let path = self.storage.data_dir.join("dev-secret");
+        let invalid = |message: String| ConfigError::Invalid {
+            key: "auth.dev_secret",
+            message,
+        };
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
+            let secret = text.trim().to_owned();
+            if secret.len() < 32 {
+                return Err(invalid(format!(
+                    "{} holds fewer than 32 bytes",
+                    path.display()
+                )));
+            }
+            self.auth.dev_secret = secret;
+            return Ok(());
+        }
+        use rand::RngCore;
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::create_dir_all(&self.storage.data_dir)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            f.write_all(secret.as_bytes())
+        };
+        write().map_err(|e| invalid(format!("writing {}: {e}", path.display())))?;
+        self.auth.dev_secret = secret;
+        Ok(())
     }
 
     /// Checks the rules that types alone cannot express.
@@ -531,13 +640,26 @@ impl Settings {
                     message: "outside development a JWKS file or URL is required".into(),
                 });
             }
-        } else if !a.dev_secret.is_empty() && a.dev_secret.len() < 32 {
-            return Err(ConfigError::Invalid {
-                key: "auth.dev_secret",
-                message: "must be at least 32 bytes".into(),
-            });
+        } else {
+            if !a.dev_secret.is_empty() && a.dev_secret.len() < 32 {
+                return Err(ConfigError::Invalid {
+                    key: "auth.dev_secret",
+                    message: "must be at least 32 bytes".into(),
+                });
+            }
+            // Development tokens are minted by anyone who can reach
+            // /v1/dev/token: never beyond this machine.
+            if !self.server.listen.ip().is_loopback() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.development",
+                    message: format!(
+                        "development mode listens on loopback only (127.0.0.1 or ::1), not {}; set auth.development = false and configure an identity provider",
+                        self.server.listen.ip()
+                    ),
+                });
+            }
         }
-        if a.dev_secret.is_empty() && a.jwks_file.is_none() && a.jwks_url.is_none() {
+        if !a.development && a.jwks_file.is_none() && a.jwks_url.is_none() {
             return Err(ConfigError::Invalid {
                 key: "auth",
                 message: "no key source: set auth.dev_secret, auth.jwks_file or auth.jwks_url"
@@ -566,11 +688,55 @@ impl Settings {
                 message: "must be at least 16 bytes when audit.query_policy = \"hash\"".into(),
             });
         }
+        if !self.audit.retention_days.is_finite() || self.audit.retention_days < 0.0 {
+            return Err(ConfigError::Invalid {
+                key: "audit.retention_days",
+                message: "must be 0 (keep forever) or a positive number of days".into(),
+            });
+        }
+        if self.audit.retention_days > 0.0 && self.audit.checkpoint_key_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "audit.checkpoint_key_file",
+                message: "pruning past audit.retention_days signs a checkpoint: make a key with `sovra audit keygen --output FILE` and set this to it".into(),
+            });
+        }
+        if !self.audit.checkpoint_public_key.is_empty()
+            && hex_key(&self.audit.checkpoint_public_key).is_none()
+        {
+            return Err(ConfigError::Invalid {
+                key: "audit.checkpoint_public_key",
+                message: "must be 64 hex digits (an Ed25519 public key)".into(),
+            });
+        }
         if self.ingest.chunk_max_tokens < 16 || self.ingest.chunk_max_tokens > 256 {
             return Err(ConfigError::Invalid {
                 key: "ingest.chunk_max_tokens",
                 message: "must be between 16 and 256 (the embedding model reads 256 tokens)".into(),
             });
+        }
+        for (key, value, least) in [
+            (
+                "ingest.parser_max_memory_mb",
+                self.ingest.parser_max_memory_mb,
+                128,
+            ),
+            (
+                "ingest.parser_max_cpu_seconds",
+                self.ingest.parser_max_cpu_seconds,
+                1,
+            ),
+            (
+                "ingest.parser_timeout_seconds",
+                self.ingest.parser_timeout_seconds,
+                1,
+            ),
+        ] {
+            if value < least {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("must be at least {least}"),
+                });
+            }
         }
         if self.ingest.chunk_overlap_tokens >= self.ingest.chunk_max_tokens / 2 {
             return Err(ConfigError::Invalid {
@@ -771,14 +937,6 @@ impl Settings {
     pub fn index_dir(&self) -> PathBuf {
         self.storage.data_dir.join("index/tantivy")
     }
-
-    /// Where the retention checkpoint signing key lives.
-    pub fn checkpoint_key_file(&self) -> PathBuf {
-        self.audit
-            .checkpoint_key_file
-            .clone()
-            .unwrap_or_else(|| self.storage.data_dir.join("audit-checkpoint.key"))
-    }
 }
 
 /// Figment's messages name the key; keep them on one line, without values
@@ -804,6 +962,11 @@ fn format_figment_error(e: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+fn hex_key(text: &str) -> Option<()> {
+    let t = text.trim();
+    (t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit())).then_some(())
 }
 
 #[cfg(test)]
@@ -881,6 +1044,74 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("auth.dev_secret"), "{err}");
+    }
+
+    #[test]
+    fn development_listens_on_loopback_only() {
+        for addr in ["0.0.0.0:8080", "10.1.2.3:8080", "[::]:8080"] {
+            let f = file(&format!("{DEV}[server]\nlisten = \"{addr}\"\n"));
+            let err = Settings::load_with_env(Some(f.path()), Env::prefixed("SOVRA_TEST_NONE__"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("auth.development"), "{addr}: {err}");
+        }
+        let f = file(&format!("{DEV}[server]\nlisten = \"[::1]:8080\"\n"));
+        assert!(
+            Settings::load_with_env(Some(f.path()), Env::prefixed("SOVRA_TEST_NONE__")).is_ok()
+        );
+    }
+
+    #[test]
+    fn development_secret_is_per_installation() {
+        use std::os::unix::fs::PermissionsExt;
+        let secret_of = |dir: &Path| {
+            let f = file(&format!(
+                "[auth]\ndevelopment = true\n[storage]\ndata_dir = \"{}\"\n",
+                dir.display()
+            ));
+            Settings::load_with_env(Some(f.path()), Env::prefixed("SOVRA_TEST_NONE__"))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .auth
+                .dev_secret
+        };
+        let a = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let b = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let first = secret_of(a.path());
+        assert_eq!(first.len(), 64);
+        assert_eq!(secret_of(a.path()), first, "kept across starts");
+        assert_ne!(secret_of(b.path()), first, "each installation its own");
+        let mode = std::fs::metadata(a.path().join("dev-secret"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn pruning_never_reaches_into_retention() {
+        let day = 86_400_000_000i64;
+        let now = 100 * day;
+        let mut a = AuditSettings::default();
+        assert_eq!(a.check_prune(0, now), Err(PruneRefusal::RetentionUnlimited));
+        a.retention_days = 30.0;
+        assert!(a.check_prune(now - 31 * day, now).is_ok());
+        assert!(a.check_prune(now - 30 * day, now).is_ok());
+        assert!(matches!(
+            a.check_prune(now - 29 * day, now),
+            Err(PruneRefusal::WithinRetention { .. })
+        ));
+        assert!(a.check_prune(now, now).is_err());
+    }
+
+    #[test]
+    fn retention_needs_a_signing_key() {
+        let f = file(&format!("{DEV}[audit]\nretention_days = 7\n"));
+        let err = Settings::load_with_env(Some(f.path()), Env::prefixed("SOVRA_TEST_NONE__"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("audit.checkpoint_key_file"), "{err}");
     }
 
     #[test]

@@ -44,6 +44,24 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Parse one document from stdin under hard limits (run by the gateway
+    /// for every upload; not for people).
+    #[command(hide = true)]
+    ParseWorker(ParseWorkerArgs),
+}
+
+#[derive(clap::Args)]
+struct ParseWorkerArgs {
+    #[arg(long)]
+    format: String,
+    #[arg(long)]
+    max_unpacked_bytes: u64,
+    #[arg(long)]
+    max_text_chars: usize,
+    #[arg(long)]
+    max_memory_bytes: u64,
+    #[arg(long)]
+    max_cpu_seconds: u64,
 }
 
 #[derive(Subcommand)]
@@ -63,10 +81,15 @@ enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Remove records older than --before (or than audit.retention_days) behind a signed checkpoint.
+    /// Remove records older than --before (at least audit.retention_days old) behind a signed checkpoint.
     Prune {
         #[arg(long)]
         before: Option<String>,
+    },
+    /// Make a checkpoint signing key (mode 0600) and print its public key.
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
     },
 }
 
@@ -78,6 +101,35 @@ enum ExportFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The parse worker reads no configuration and starts no runtime: it
+    // limits itself, parses stdin and answers on stdout.
+    if let Command::ParseWorker(a) = &cli.command {
+        let code = sovra_ingest::serve_worker(
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+            &a.format,
+            sovra_ingest::Limits {
+                max_unpacked_bytes: a.max_unpacked_bytes,
+                max_text_chars: a.max_text_chars,
+            },
+            sovra_ingest::WorkerLimits {
+                max_memory_bytes: a.max_memory_bytes,
+                max_cpu_seconds: a.max_cpu_seconds,
+                ..sovra_ingest::WorkerLimits::default()
+            },
+        );
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    // Making a signing key needs no configuration either.
+    if let Command::Audit {
+        command: AuditCommand::Keygen { output },
+    } = &cli.command
+    {
+        return cli::audit_keygen(output).unwrap_or_else(|e| {
+            eprintln!("sovra: {e:#}");
+            ExitCode::FAILURE
+        });
+    }
     let settings = match sovra_config::Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -102,6 +154,7 @@ fn main() -> ExitCode {
             Command::Token(args) => cli::token(&settings, &args),
             Command::Ingest(args) => cli::ingest(&settings, args).await,
             Command::Eval(args) => cli::eval(&settings, args).await,
+            Command::ParseWorker(_) => Ok(ExitCode::SUCCESS),
             Command::Audit { command } => match command {
                 AuditCommand::Verify => cli::audit_verify(&settings).await,
                 AuditCommand::Export {
@@ -120,6 +173,7 @@ fn main() -> ExitCode {
                     .await
                 }
                 AuditCommand::Prune { before } => cli::audit_prune(&settings, before).await,
+                AuditCommand::Keygen { output } => cli::audit_keygen(&output),
             },
         }
     });

@@ -34,13 +34,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         Some(observer),
     );
     let auth = Authenticator::new(&settings.auth).await?;
-    let key_path = settings.checkpoint_key_file();
-    let checkpoint_key = Arc::new(
-        CheckpointKey::load_or_create(&key_path)
-            .with_context(|| format!("audit checkpoint key {}", key_path.display()))?,
-    );
-    if settings.audit.retention_days > 0 {
-        spawn_retention(&settings, store.clone(), checkpoint_key.clone());
+    let checkpoint_key = crate::cli::checkpoint_signing_key(&settings)?.map(Arc::new);
+    let checkpoint_verifier =
+        crate::cli::checkpoint_verifier(&settings, checkpoint_key.as_deref())?;
+    if let (Some(retention), Some(key)) = (settings.audit.retention_us(), &checkpoint_key) {
+        spawn_retention(&settings, retention, store.clone(), key.clone());
     }
     if settings.auth.development {
         tracing::warn!(
@@ -63,6 +61,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         store,
         metrics,
         checkpoint_key,
+        checkpoint_verifier,
         documents,
         retriever,
         generation,
@@ -150,14 +149,18 @@ pub fn open_generator(
     )))
 }
 
-fn spawn_retention(settings: &Settings, store: sovra_audit::SqlStore, key: Arc<CheckpointKey>) {
-    let days = i64::from(settings.audit.retention_days);
+fn spawn_retention(
+    settings: &Settings,
+    retention_us: i64,
+    store: sovra_audit::SqlStore,
+    key: Arc<CheckpointKey>,
+) {
     let every = Duration::from_secs(settings.audit.prune_interval_secs.max(60));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            let before = chrono::Utc::now().timestamp_micros() - days * 86_400_000_000;
+            let before = chrono::Utc::now().timestamp_micros() - retention_us;
             match store.prune_before(before, &key).await {
                 Ok(r) if r.pruned > 0 => {
                     tracing::info!(pruned = r.pruned, checkpoint = ?r.checkpoint_seq, "audit retention pruned")
@@ -237,14 +240,17 @@ pub async fn open_documents(
         settings.search.rrf_k,
         settings.search.candidates,
     ));
-    let documents = Arc::new(sovra_ingest::DocumentService::new(
-        catalog,
-        index,
-        vectors,
-        embedder,
-        Arc::new(chunker),
-        limits,
-    ));
+    let documents = Arc::new(
+        sovra_ingest::DocumentService::new(
+            catalog,
+            index,
+            vectors,
+            embedder,
+            Arc::new(chunker),
+            limits,
+        )
+        .with_parsing(parsing(i)?),
+    );
     if settings.vectors.reconcile_on_start && !store.ready().await.unwrap_or(false) {
         tracing::warn!(
             "database migrations are not applied: reconciliation skipped (run `sovra migrate`, then restart)"
@@ -276,4 +282,29 @@ pub async fn open_documents(
         }
     });
     Ok((documents, retriever))
+}
+
+/// Where uploads are parsed: a child process of this same binary, limited,
+/// unless configured otherwise.
+fn parsing(i: &sovra_config::IngestSettings) -> anyhow::Result<sovra_ingest::Parsing> {
+    Ok(match i.parser {
+        sovra_config::ParserMode::InProcess => {
+            tracing::warn!(
+                "ingest.parser = \"in_process\": a hostile upload can take the gateway down"
+            );
+            sovra_ingest::Parsing::InProcess
+        }
+        sovra_config::ParserMode::Worker => sovra_ingest::Parsing::Worker {
+            program: std::env::current_exe().map_err(|e| {
+                anyhow::anyhow!("cannot find this binary to run parse workers: {e}")
+            })?,
+            args: vec!["parse-worker".into()],
+            limits: sovra_ingest::WorkerLimits {
+                max_memory_bytes: i.parser_max_memory_mb.saturating_mul(1024 * 1024),
+                max_cpu_seconds: i.parser_max_cpu_seconds,
+                timeout: std::time::Duration::from_secs(i.parser_timeout_seconds),
+                max_output_bytes: i.max_text_chars.saturating_mul(8),
+            },
+        },
+    })
 }

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use sovra_audit::{AuditSink, CheckpointKey, SqlStore};
+use sovra_audit::{AuditSink, CheckpointKey, CheckpointVerifier, SqlStore};
 use sovra_auth::Authenticator;
 use sovra_config::{QueryPolicy, Settings};
 use sovra_ingest::DocumentService;
@@ -14,7 +14,9 @@ pub struct AppState {
     pub audit: Arc<dyn AuditSink>,
     pub store: SqlStore,
     pub metrics: Metrics,
-    pub checkpoint_key: Arc<CheckpointKey>,
+    /// Signs retention checkpoints; `None` where no key is configured.
+    pub checkpoint_key: Option<Arc<CheckpointKey>>,
+    pub checkpoint_verifier: Option<CheckpointVerifier>,
     pub documents: Arc<DocumentService>,
     pub retriever: Arc<sovra_retrieval::Retriever>,
     pub generation: Arc<sovra_inference::GenerationQueue>,

@@ -249,21 +249,30 @@ async fn main() {
         })
         .collect();
     let bytes: usize = bodies.iter().map(String::len).sum();
+    let writer = Principal {
+        subject: "bench".into(),
+        tenant: "bank".into(),
+        roles: [sovra_auth::Role::Ingester].into_iter().collect(),
+        groups: Vec::new(),
+    };
     let started = Instant::now();
     let mut chunks = 0i64;
     for (i, body) in bodies.iter().enumerate() {
         let out = service
-            .ingest(NewDocument {
-                id: format!("doc-{i}"),
-                tenant: "bank".into(),
-                title: format!("Policy {i}"),
-                source: "bench".into(),
-                format: Format::Markdown,
-                bytes: body.clone().into_bytes(),
-                acl: acl(&mut rng),
-                metadata: BTreeMap::new(),
-                created_by: "bench".into(),
-            })
+            .ingest(
+                &writer,
+                NewDocument {
+                    id: format!("doc-{i}"),
+                    tenant: "bank".into(),
+                    title: format!("Policy {i}"),
+                    source: "bench".into(),
+                    format: Format::Markdown,
+                    bytes: body.clone().into_bytes(),
+                    acl: acl(&mut rng),
+                    metadata: BTreeMap::new(),
+                    created_by: "bench".into(),
+                },
+            )
             .await
             .unwrap();
         chunks += out.document.chunk_count;

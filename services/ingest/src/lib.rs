@@ -1,13 +1,16 @@
 //! Documents in: turn uploaded bytes into text blocks ([`parse`]) and text
-//! blocks into token-bounded chunks ([`Chunker`]).
+//! blocks into token-bounded chunks ([`Chunker`]); untrusted files are
+//! parsed in a limited child process ([`Parsing::Worker`]).
 
 mod chunk;
 mod parse;
 mod service;
+mod worker;
 
 pub use chunk::{Chunk, Chunker, ChunkerConfig};
 pub use parse::{Block, DOCX_MIME, Format, Limits, parse};
 pub use service::{DocumentService, NewDocument, Outcome, ReconcileReport, ServiceError};
+pub use worker::{Parsing, WorkerLimits, serve_worker};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IngestError {

@@ -69,7 +69,7 @@ impl Format {
 }
 
 /// A paragraph-like unit of text; headings start new chunks where possible.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Block {
     pub text: String,
     pub heading: bool,
@@ -78,7 +78,8 @@ pub struct Block {
 /// Bounds on what parsing may produce.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Most bytes a DOCX may decompress to.
+    /// Most bytes a DOCX package, or the compressed streams of a PDF, may
+    /// decompress to.
     pub max_unpacked_bytes: u64,
     /// Most characters of extracted text.
     pub max_text_chars: usize,
@@ -99,7 +100,7 @@ pub fn parse(bytes: &[u8], format: Format, limits: Limits) -> Result<Vec<Block>,
         Format::Text => split_paragraphs(utf8(bytes)?),
         Format::Markdown => markdown(utf8(bytes)?),
         Format::Html => html(utf8(bytes)?),
-        Format::Pdf => split_paragraphs(&pdf(bytes)?),
+        Format::Pdf => split_paragraphs(&pdf(bytes, limits)?),
         Format::Docx => docx(bytes, limits)?,
     };
     let blocks: Vec<Block> = blocks
@@ -227,44 +228,16 @@ const SKIP_TAGS: &[&str] = &[
     "script", "style", "noscript", "template", "head", "svg", "iframe", "object",
 ];
 
+/// Elements nested deeper than this add their text but no structure: the
+/// walk is iterative, so depth costs no stack, and this bounds the work a
+/// pathological nesting can cause per element.
+const MAX_HTML_DEPTH: usize = 256;
+
 fn html(text: &str) -> Vec<Block> {
     let doc = Html::parse_document(text);
     let mut blocks = Vec::new();
     let mut current = String::new();
     let mut heading = false;
-    // Depth-first walk; text under skipped elements is dropped.
-    fn walk(
-        node: ego_tree::NodeRef<'_, Node>,
-        blocks: &mut Vec<Block>,
-        current: &mut String,
-        heading: &mut bool,
-    ) {
-        for child in node.children() {
-            match child.value() {
-                Node::Text(t) => current.push_str(t),
-                Node::Element(e) => {
-                    let name = e.name();
-                    if SKIP_TAGS.contains(&name) {
-                        continue;
-                    }
-                    let is_block = BLOCK_TAGS.contains(&name);
-                    let is_heading = matches!(name, "h1" | "h2" | "h3" | "h4" | "h5" | "h6");
-                    if is_block {
-                        push(blocks, current, *heading);
-                        *heading = is_heading;
-                    }
-                    walk(child, blocks, current, heading);
-                    if is_block {
-                        push(blocks, current, *heading);
-                        *heading = false;
-                    } else if matches!(name, "td" | "th" | "span" | "a") {
-                        current.push(' ');
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
     fn push(blocks: &mut Vec<Block>, current: &mut String, heading: bool) {
         if !current.trim().is_empty() {
             blocks.push(Block {
@@ -281,17 +254,58 @@ fn html(text: &str) -> Vec<Block> {
         .nodes()
         .find(|n| matches!(n.value(), Node::Element(e) if e.name() == "body"))
         .unwrap_or(root);
-    walk(body, &mut blocks, &mut current, &mut heading);
+    // Depth-first, with an explicit stack: `Enter` visits a node, `Leave`
+    // closes an element after its children. Text under skipped elements is
+    // dropped.
+    enum Step<'a> {
+        Enter(ego_tree::NodeRef<'a, Node>, usize),
+        Leave { block: bool, inline_gap: bool },
+    }
+    let mut stack: Vec<Step<'_>> = body.children().rev().map(|c| Step::Enter(c, 1)).collect();
+    while let Some(step) = stack.pop() {
+        match step {
+            Step::Leave { block, inline_gap } => {
+                if block {
+                    push(&mut blocks, &mut current, heading);
+                    heading = false;
+                } else if inline_gap {
+                    current.push(' ');
+                }
+            }
+            Step::Enter(node, depth) => match node.value() {
+                Node::Text(t) => current.push_str(t),
+                Node::Element(e) => {
+                    let name = e.name();
+                    if SKIP_TAGS.contains(&name) {
+                        continue;
+                    }
+                    let shallow = depth <= MAX_HTML_DEPTH;
+                    let is_block = shallow && BLOCK_TAGS.contains(&name);
+                    if is_block {
+                        push(&mut blocks, &mut current, heading);
+                        heading = matches!(name, "h1" | "h2" | "h3" | "h4" | "h5" | "h6");
+                    }
+                    stack.push(Step::Leave {
+                        block: is_block,
+                        inline_gap: matches!(name, "td" | "th" | "span" | "a"),
+                    });
+                    stack.extend(node.children().rev().map(|c| Step::Enter(c, depth + 1)));
+                }
+                _ => {}
+            },
+        }
+    }
     push(&mut blocks, &mut current, heading);
     blocks
 }
 
-fn pdf(bytes: &[u8]) -> Result<String, IngestError> {
+fn pdf(bytes: &[u8], limits: Limits) -> Result<String, IngestError> {
     if !bytes.starts_with(b"%PDF-") {
         return Err(IngestError::Corrupt(
             "not a PDF file (no %PDF- header)".into(),
         ));
     }
+    pdf_unpacked_within(bytes, limits.max_unpacked_bytes)?;
     // pdf-extract panics on some malformed files; a bad upload must not
     // take a worker down, so a panic here is an ordinary error.
     let owned = bytes.to_vec();
@@ -303,6 +317,46 @@ fn pdf(bytes: &[u8]) -> Result<String, IngestError> {
             "PDF: the file is damaged or truncated".into(),
         )),
     }
+}
+
+/// Refuses a PDF whose Flate streams inflate to more than `max` bytes in
+/// all, counting each through a bounded decoder before the extractor
+/// inflates anything. Other filters are left to the worker's memory limit.
+fn pdf_unpacked_within(bytes: &[u8], max: u64) -> Result<(), IngestError> {
+    let owned = bytes.to_vec();
+    let loaded = std::panic::catch_unwind(move || lopdf::Document::load_mem(&owned));
+    let doc = match loaded {
+        Ok(Ok(doc)) => doc,
+        // The extractor reports an unreadable file in its own words.
+        Ok(Err(_)) | Err(_) => return Ok(()),
+    };
+    let mut total: u64 = 0;
+    for object in doc.objects.values() {
+        let lopdf::Object::Stream(stream) = object else {
+            continue;
+        };
+        let flate = stream
+            .filters()
+            .is_ok_and(|f| f.iter().any(|name| *name == b"FlateDecode"));
+        if !flate {
+            continue;
+        }
+        let mut decoder = flate2::read::ZlibDecoder::new(stream.content.as_slice());
+        let mut buf = [0u8; 64 * 1024];
+        // A damaged stream counts as far as it inflates.
+        while let Ok(n @ 1..) = decoder.read(&mut buf) {
+            total = total.saturating_add(n as u64);
+            if total > max {
+                break;
+            }
+        }
+        if total > max {
+            return Err(IngestError::TooLarge(format!(
+                "PDF streams unpack to more than {max} bytes"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn docx(bytes: &[u8], limits: Limits) -> Result<Vec<Block>, IngestError> {

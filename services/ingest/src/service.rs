@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use sovra_auth::Acl;
+use sovra_auth::{Acl, Principal};
 use sovra_catalog::{Catalog, CatalogError, ChunkRow, Document};
 use sovra_index::{ChunkEntry, IndexError, LexicalIndex};
 use sovra_inference::{Embedder, InferenceError};
@@ -18,7 +18,7 @@ use sovra_vectors::{VectorError, VectorPoint, VectorStore};
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
-use crate::{Chunker, Format, IngestError, Limits, parse};
+use crate::{Chunker, Format, IngestError, Limits, Parsing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -34,6 +34,10 @@ pub enum ServiceError {
     Embedding(#[from] InferenceError),
     #[error("document `{0}` belongs to another tenant")]
     Conflict(String),
+    /// The document exists but the caller may not change it: answered
+    /// exactly like a document that does not exist.
+    #[error("no document `{0}` that you may change")]
+    NotFound(String),
     #[error("background task failed: {0}")]
     Task(String),
 }
@@ -67,6 +71,7 @@ pub struct DocumentService {
     embedder: Arc<dyn Embedder>,
     chunker: Arc<Chunker>,
     limits: Limits,
+    parsing: Parsing,
     /// One writer at a time: the index has a single writer anyway.
     write: Mutex<()>,
 }
@@ -122,8 +127,15 @@ impl DocumentService {
             embedder,
             chunker,
             limits,
+            parsing: Parsing::InProcess,
             write: Mutex::new(()),
         }
+    }
+
+    /// Where documents are parsed (in this process unless set).
+    pub fn with_parsing(mut self, parsing: Parsing) -> Self {
+        self.parsing = parsing;
+        self
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -217,13 +229,23 @@ impl DocumentService {
         }
     }
 
-    /// Writes (or replaces) a document everywhere, or nowhere.
-    pub async fn ingest(&self, req: NewDocument) -> Result<Outcome, ServiceError> {
+    /// Writes (or replaces) a document everywhere, or nowhere. Replacing
+    /// needs [`Principal::may_change`] on the stored version; without it the
+    /// answer is [`ServiceError::NotFound`], before anything about the
+    /// stored content (such as "unchanged") can leak.
+    pub async fn ingest(
+        &self,
+        writer: &Principal,
+        req: NewDocument,
+    ) -> Result<Outcome, ServiceError> {
         let hash = content_hash(&req);
         let _guard = self.write.lock().await;
         if let Some(existing) = self.catalog.get(&req.id).await? {
             if existing.tenant != req.tenant {
                 return Err(ServiceError::Conflict(req.id));
+            }
+            if !writer.may_change(&existing.tenant, &existing.acl, &existing.created_by) {
+                return Err(ServiceError::NotFound(req.id));
             }
             if existing.content_hash == hash {
                 return Ok(Outcome {
@@ -234,16 +256,14 @@ impl DocumentService {
             }
         }
         // Parse and chunk before anything is written.
-        let (chunker, limits, bytes, format, id) = (
-            self.chunker.clone(),
-            self.limits,
-            req.bytes.clone(),
-            req.format,
-            req.id.clone(),
-        );
+        let blocks = self
+            .parsing
+            .parse(req.bytes.clone(), req.format, self.limits)
+            .instrument(tracing::info_span!("parse"))
+            .await?;
+        let (chunker, id) = (self.chunker.clone(), req.id.clone());
         let chunks = Self::blocking(move || {
-            let _span = tracing::info_span!("parse_and_chunk").entered();
-            let blocks = parse(&bytes, format, limits)?;
+            let _span = tracing::info_span!("chunk").entered();
             Ok(chunker.chunk(&id, &blocks)?)
         })
         .await?;
@@ -276,13 +296,16 @@ impl DocumentService {
         // Embedding is the slow part: do it before taking the catalog lock.
         let points = self.points(&doc, &rows).await?;
         let mut staged = self.catalog.begin_write(&req.id).await?;
-        if staged
-            .previous
-            .as_ref()
-            .is_some_and(|(p, _)| p.tenant != req.tenant)
-        {
-            let _ = staged.rollback().await;
-            return Err(ServiceError::Conflict(req.id));
+        match staged.previous.as_ref() {
+            Some((p, _)) if p.tenant != req.tenant => {
+                let _ = staged.rollback().await;
+                return Err(ServiceError::Conflict(req.id));
+            }
+            Some((p, _)) if !writer.may_change(&p.tenant, &p.acl, &p.created_by) => {
+                let _ = staged.rollback().await;
+                return Err(ServiceError::NotFound(req.id));
+            }
+            _ => {}
         }
         let doc = match self.catalog.stage_upsert(&mut staged, doc, &rows).await {
             Ok(d) => d,
@@ -309,11 +332,21 @@ impl DocumentService {
         })
     }
 
-    /// Removes a document from both indexes and the catalog. `None`: no such document.
-    pub async fn delete(&self, id: &str) -> Result<Option<Document>, ServiceError> {
+    /// Removes a document from both indexes and the catalog, under the same
+    /// rule as a replacement. `None`: no such document, or none `deleter`
+    /// may change (the two are not told apart).
+    pub async fn delete(
+        &self,
+        deleter: &Principal,
+        id: &str,
+    ) -> Result<Option<Document>, ServiceError> {
         let _guard = self.write.lock().await;
         let mut staged = self.catalog.begin_write(id).await?;
-        let Some((doc, _)) = staged.previous.clone() else {
+        let Some((doc, _)) = staged
+            .previous
+            .clone()
+            .filter(|(d, _)| deleter.may_change(&d.tenant, &d.acl, &d.created_by))
+        else {
             let _ = staged.rollback().await;
             return Ok(None);
         };

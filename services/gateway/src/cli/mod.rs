@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sovra_audit::{CheckpointKey, EventFilter, SqlStore};
+use sovra_audit::{CheckpointKey, CheckpointVerifier, EventFilter, SqlStore};
 use sovra_auth::{DevTokenRequest, mint_development_token};
 use sovra_config::Settings;
 
@@ -88,17 +88,40 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn checkpoint_key(settings: &Settings) -> anyhow::Result<Option<CheckpointKey>> {
-    let path = settings.checkpoint_key_file();
-    if !path.exists() {
-        return Ok(None);
+/// The checkpoint signing key, when configured (only pruning needs it).
+pub fn checkpoint_signing_key(settings: &Settings) -> anyhow::Result<Option<CheckpointKey>> {
+    settings
+        .audit
+        .checkpoint_key_file
+        .as_deref()
+        .map(|path| {
+            CheckpointKey::load(path).with_context(
+                || "audit.checkpoint_key_file (make one with `sovra audit keygen --output FILE`)",
+            )
+        })
+        .transpose()
+}
+
+/// What verifies checkpoints: the configured public key, else the public
+/// half of the signing key.
+pub fn checkpoint_verifier(
+    settings: &Settings,
+    signing: Option<&CheckpointKey>,
+) -> anyhow::Result<Option<CheckpointVerifier>> {
+    let public = settings.audit.checkpoint_public_key.trim();
+    if !public.is_empty() {
+        return Ok(Some(
+            CheckpointVerifier::from_hex(public).context("audit.checkpoint_public_key")?,
+        ));
     }
-    Ok(Some(CheckpointKey::load(&path)?))
+    Ok(signing.map(CheckpointKey::verifier))
 }
 
 pub async fn audit_verify(settings: &Settings) -> anyhow::Result<ExitCode> {
     let store = connect(settings).await?;
-    let report = store.verify(checkpoint_key(settings)?.as_ref()).await?;
+    let signing = checkpoint_signing_key(settings)?;
+    let verifier = checkpoint_verifier(settings, signing.as_ref())?;
+    let report = store.verify(verifier.as_ref()).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     if report.ok {
         eprintln!(
@@ -171,18 +194,36 @@ pub async fn audit_export(
 }
 
 pub async fn audit_prune(settings: &Settings, before: Option<String>) -> anyhow::Result<ExitCode> {
+    let now = chrono::Utc::now().timestamp_micros();
     let before_us = match time_arg("before", before)? {
         Some(t) => t,
-        None if settings.audit.retention_days > 0 => {
-            chrono::Utc::now().timestamp_micros()
-                - i64::from(settings.audit.retention_days) * 86_400_000_000
-        }
-        None => bail!("give --before, or set audit.retention_days"),
+        None => match settings.audit.retention_us() {
+            Some(r) => now - r,
+            None => bail!("audit.retention_days is 0 (keep forever): records cannot be pruned"),
+        },
+    };
+    settings.audit.check_prune(before_us, now)?;
+    let Some(key) = checkpoint_signing_key(settings)? else {
+        bail!("pruning signs a checkpoint: set audit.checkpoint_key_file");
     };
     let store = connect(settings).await?;
-    let key = CheckpointKey::load_or_create(&settings.checkpoint_key_file())?;
     let report = store.prune_before(before_us, &key).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes a checkpoint signing key (mode 0600) and prints its public key,
+/// for `audit.checkpoint_public_key` on the hosts that only verify.
+pub fn audit_keygen(output: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if output.exists() {
+        bail!("{} exists; not overwriting a signing key", output.display());
+    }
+    let key = CheckpointKey::load_or_create(output)?;
+    println!("{}", key.public_hex());
+    eprintln!(
+        "signing key written to {} (mode 0600); set audit.checkpoint_key_file to it where pruning runs, and audit.checkpoint_public_key to the line above where verification runs",
+        output.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

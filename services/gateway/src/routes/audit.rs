@@ -8,6 +8,7 @@ use futures_util::stream;
 use serde::Deserialize;
 use serde_json::json;
 use sovra_audit::EventFilter;
+use sovra_config::PruneRefusal;
 
 use crate::export::{csv_rows, jsonl_rows};
 use sovra_auth::{Principal, Role};
@@ -231,7 +232,10 @@ pub async fn verify(
     auth: Authorized<AuditRead>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
-    let report = state.store.verify(Some(&state.checkpoint_key)).await?;
+    let report = state
+        .store
+        .verify(state.checkpoint_verifier.as_ref())
+        .await?;
     auth.audit.detail("verify_ok", json!(report.ok));
     Ok(HttpResponse::Ok().json(report))
 }
@@ -250,16 +254,32 @@ pub async fn prune(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let before = parse_time("before", &body.0.before)?;
-    if before > Utc::now().timestamp_micros() {
+    let now = Utc::now().timestamp_micros();
+    if before > now {
         return Err(Problem::invalid_parameter(
             "before",
             "must not be in the future",
         ));
     }
-    let report = state
-        .store
-        .prune_before(before, &state.checkpoint_key)
-        .await?;
+    match state.settings.audit.check_prune(before, now) {
+        Ok(()) => {}
+        Err(e @ PruneRefusal::RetentionUnlimited) => {
+            return Err(Problem::new(ErrorCode::Conflict, e.to_string())
+                .field("before")
+                .reason("retention_unlimited"));
+        }
+        Err(e @ PruneRefusal::WithinRetention { .. }) => {
+            return Err(Problem::invalid_parameter("before", e.to_string()));
+        }
+    }
+    let Some(key) = &state.checkpoint_key else {
+        return Err(Problem::new(
+            ErrorCode::Conflict,
+            "pruning signs a checkpoint and no audit.checkpoint_key_file is configured",
+        )
+        .reason("no_checkpoint_key"));
+    };
+    let report = state.store.prune_before(before, key).await?;
     auth.audit.detail("prune", json!({"before_us": before, "pruned": report.pruned, "checkpoint_seq": report.checkpoint_seq}));
     Ok(HttpResponse::Ok().json(report))
 }

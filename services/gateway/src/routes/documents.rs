@@ -8,7 +8,7 @@ use base64::Engine;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sovra_auth::Acl;
+use sovra_auth::{Acl, Principal};
 use sovra_catalog::ListFilter;
 use sovra_ingest::{Format, IngestError, NewDocument, ServiceError};
 
@@ -42,6 +42,10 @@ pub fn problem_of(e: ServiceError) -> Problem {
         ServiceError::Ingest(e @ (IngestError::Corrupt(_) | IngestError::Empty)) => {
             Problem::new(ErrorCode::UnprocessableDocument, e.to_string()).reason("document_unreadable")
         }
+        ServiceError::NotFound(_) => Problem::new(
+            ErrorCode::NotFound,
+            "no document with that id is visible to you",
+        ),
         ServiceError::Conflict(id) => {
             Problem::new(ErrorCode::Conflict, format!("document `{id}` belongs to another tenant")).field("id")
         }
@@ -133,12 +137,17 @@ fn prepare(
 
 async fn store(
     state: &AppState,
+    principal: &Principal,
     audit: &AuditCtx,
     doc: NewDocument,
 ) -> Result<HttpResponse, Problem> {
     let id = doc.id.clone();
     audit.0.borrow_mut().document_ids.push(id.clone());
-    let outcome = state.documents.ingest(doc).await.map_err(problem_of)?;
+    let outcome = state
+        .documents
+        .ingest(principal, doc)
+        .await
+        .map_err(problem_of)?;
     let d = &outcome.document;
     audit.detail(
         "document",
@@ -248,7 +257,7 @@ async fn create_json(
         metadata,
         created_by: auth.principal.subject.clone(),
     };
-    store(state, &auth.audit, doc).await
+    store(state, &auth.principal, &auth.audit, doc).await
 }
 
 const FIELD_LIMIT: usize = 64 * 1024;
@@ -347,7 +356,7 @@ async fn create_multipart(
         metadata: flat_metadata(metadata, "metadata")?,
         created_by: auth.principal.subject.clone(),
     };
-    store(state, &auth.audit, doc).await
+    store(state, &auth.principal, &auth.audit, doc).await
 }
 
 /// `GET /v1/documents`: documents the caller may see; `metadata.KEY=VALUE` filters.
@@ -412,6 +421,7 @@ pub async fn get(
     auth: Authorized<Browse>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
+    valid_id(&id)?;
     auth.audit.0.borrow_mut().document_ids.push(id.to_string());
     let doc = state
         .documents
@@ -434,21 +444,14 @@ pub async fn delete(
     auth: Authorized<Ingest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
+    valid_id(&id)?;
     auth.audit.0.borrow_mut().document_ids.push(id.to_string());
-    let visible = state
+    match state
         .documents
-        .catalog()
-        .get(&id)
+        .delete(&auth.principal, &id)
         .await
-        .map_err(|_| Problem::internal("the catalog could not be read"))?
-        .is_some_and(|d| auth.principal.may_see(&d.tenant, &d.acl));
-    if !visible {
-        return Err(Problem::new(
-            ErrorCode::NotFound,
-            "no document with that id is visible to you",
-        ));
-    }
-    match state.documents.delete(&id).await.map_err(problem_of)? {
+        .map_err(problem_of)?
+    {
         Some(d) => {
             auth.audit.detail(
                 "document",

@@ -1,0 +1,442 @@
+//! Regression tests for the hardening review's findings, one per finding and
+//! named after it, each against the real binary: the server stays up and
+//! every refused request leaves its audit record.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// The hostile files, written by `tests/hostile/make.py` into a temporary folder.
+fn hostile() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = fixtures().join("../hostile/make.py");
+    let python = std::env::var("SOVRA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.path().to_owned();
+    (dir, path)
+}
+
+async fn upload(
+    s: &Server,
+    token: &str,
+    file: Vec<u8>,
+    name: &str,
+    mime: &str,
+    id: &str,
+) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(file)
+                .file_name(name.to_owned())
+                .mime_str(mime)
+                .unwrap(),
+        )
+        .text("id", id.to_owned())
+        .text("acl_groups", "g");
+    s.client
+        .post(s.url("/v1/documents"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn ingester() -> String {
+    hs256(&claims("ivan", "bank", &["ingester"], &["g"]))
+}
+
+fn record<'a>(records: &'a [Value], request_id: &str) -> &'a Value {
+    records
+        .iter()
+        .find(|r| r["request_id"] == request_id)
+        .unwrap_or_else(|| panic!("no audit record for request {request_id}"))
+}
+
+/// Finding 1: a self-drawing PDF and 20,000 nested spans each overflowed the
+/// stack and aborted the process, with no audit record.
+/// Finding 2: a 200 KB PDF inflating to 200 MB was accepted.
+#[tokio::test]
+async fn finding_01_02_hostile_uploads_are_refused_and_the_server_stays_up() {
+    let (_dir, files) = hostile();
+    let (s, _) = Server::start(Db::Sqlite).await;
+    let pid = s.pid();
+    let ing = ingester();
+    let cases = [
+        (
+            "self-drawing.pdf",
+            "application/pdf",
+            422,
+            "unprocessable_document",
+        ),
+        (
+            "inflate-bomb.pdf",
+            "application/pdf",
+            413,
+            "payload_too_large",
+        ),
+        (
+            "inflate-bomb.docx",
+            sovra_ingest::DOCX_MIME,
+            413,
+            "payload_too_large",
+        ),
+    ];
+    let mut refused = Vec::new();
+    for (i, (name, mime, status, code)) in cases.into_iter().enumerate() {
+        let bytes = std::fs::read(files.join(name)).unwrap();
+        let r = upload(&s, &ing, bytes, name, mime, &format!("hostile{i}")).await;
+        assert_eq!(r.status().as_u16(), status, "{name}");
+        let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let body = json(r).await;
+        assert_eq!(body["code"], code, "{name}: {body}");
+        assert_eq!(s.get("/healthz", None).await.status(), 200, "{name}");
+        refused.push((name, request_id, status));
+    }
+    // Deep nesting is not an error: the text is there, the stack untouched.
+    let html = std::fs::read(files.join("nested-spans.html")).unwrap();
+    let r = upload(&s, &ing, html, "nested.html", "text/html", "nested").await;
+    assert_eq!(r.status(), 201);
+    let found = s
+        .client
+        .post(s.url("/v1/search"))
+        .bearer_auth(hs256(&claims("rita", "bank", &["reader"], &["g"])))
+        .json(&json!({"query": "deep text", "mode": "lexical"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(found).await["results"][0]["document_id"], "nested");
+
+    assert_eq!(s.pid(), pid);
+    let records = s.audit_records();
+    for (name, request_id, status) in refused {
+        let rec = record(&records, &request_id);
+        assert_eq!(rec["status"], status, "{name}");
+        assert_eq!(rec["action"], "document.write", "{name}");
+    }
+    s.verify_ok();
+}
+
+async fn post_text(
+    s: &Server,
+    token: &str,
+    id: &str,
+    text: &str,
+    groups: &[&str],
+) -> reqwest::Response {
+    s.client
+        .post(s.url("/v1/documents"))
+        .bearer_auth(token)
+        .json(&json!({"id": id, "title": "t", "text": text, "acl": {"groups": groups}}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn delete(s: &Server, token: &str, id: &str) -> reqwest::Response {
+    s.client
+        .delete(s.url(&format!("/v1/documents/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Finding 3: an ingester could overwrite a same-tenant document it cannot
+/// see (and confirm its content by an "unchanged" answer), and could not
+/// delete a document it wrote for another group.
+#[tokio::test]
+async fn finding_03_replace_and_delete_follow_one_rule() {
+    let (s, _) = Server::start(Db::Sqlite).await;
+    let ann = hs256(&claims("ann", "bank", &["ingester"], &["board"]));
+    let eve = hs256(&claims("eve", "bank", &["ingester"], &["staff"]));
+    let bob = hs256(&claims("bob", "bank", &["ingester"], &["board"]));
+    let board = hs256(&claims("rita", "bank", &["reader"], &["board"]));
+    let admin = hs256(&claims("root", "bank", &["admin", "ingester"], &[]));
+    assert_eq!(
+        post_text(&s, &ann, "minutes", "board minutes", &["board"])
+            .await
+            .status(),
+        201
+    );
+
+    // Eve may not see it: a replace, a byte-identical replace and a delete
+    // all answer 404, exactly as for an id nobody uses.
+    let mut denied = Vec::new();
+    for r in [
+        post_text(&s, &eve, "minutes", "overwritten", &["staff"]).await,
+        post_text(&s, &eve, "minutes", "board minutes", &["board"]).await,
+        delete(&s, &eve, "minutes").await,
+    ] {
+        assert_eq!(r.status(), 404);
+        denied.push(r.headers()["x-request-id"].to_str().unwrap().to_owned());
+        let body = json(r).await;
+        assert_eq!(body["code"], "not_found");
+        assert!(!body.to_string().contains("unchanged"));
+    }
+    let doc = json(s.get("/v1/documents/minutes", Some(&board)).await).await;
+    assert_eq!(doc["version"], 1, "{doc}");
+    assert_eq!(doc["created_by"], "ann");
+
+    // Bob, an ingester who may read it, may replace it.
+    let r = post_text(&s, &bob, "minutes", "board minutes, amended", &["board"]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["version"], 2);
+
+    // Ann writes a document for a group she is not in: she may still
+    // delete what she wrote.
+    assert_eq!(
+        post_text(&s, &ann, "for-staff", "staff notice", &["staff"])
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(delete(&s, &ann, "for-staff").await.status(), 204);
+
+    // The tenant's admin may remove what nobody else can see.
+    assert_eq!(
+        post_text(&s, &eve, "private", "eve's", &["staff"])
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(delete(&s, &admin, "private").await.status(), 204);
+
+    let records = s.audit_records();
+    for id in denied {
+        assert_eq!(record(&records, &id)["status"], 404);
+    }
+    s.verify_ok();
+}
+
+async fn prune(s: &Server, token: &str, before: &str) -> reqwest::Response {
+    s.client
+        .post(s.url("/v1/audit/prune"))
+        .bearer_auth(token)
+        .json(&json!({ "before": before }))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn verify_with(s: &Server, public_key: &str) -> std::process::Output {
+    Command::new(bin())
+        .args(["audit", "verify", "--config"])
+        .arg(&s.config)
+        .env("SOVRA__AUDIT__CHECKPOINT_PUBLIC_KEY", public_key)
+        .output()
+        .unwrap()
+}
+
+/// Finding 5: with retention set to keep forever, `before` = now pruned the
+/// whole trail and verification stayed green; the signing key sat in the
+/// data directory.
+#[tokio::test]
+async fn finding_05_the_audit_trail_cannot_be_emptied() {
+    // Keep forever (the default): the API and the CLI refuse every prune.
+    let (s, _) = Server::start(Db::Sqlite).await;
+    let admin = token(&["admin"]);
+    for _ in 0..3 {
+        s.get("/v1/whoami", Some(&admin)).await;
+    }
+    let now = chrono::Utc::now().to_rfc3339();
+    let r = prune(&s, &admin, &now).await;
+    assert_eq!(r.status(), 409);
+    let refused = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = json(r).await;
+    assert_eq!(
+        (&body["code"], &body["field"]),
+        (&json!("conflict"), &json!("before"))
+    );
+    let out = s.cli(&["audit", "prune", "--before", &now]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keep forever"));
+    assert!(s.verify_ok()["checked"].as_i64().unwrap() >= 4);
+    let records = s.audit_records();
+    assert_eq!(record(&records, &refused)["reason"], "retention_unlimited");
+    drop(s);
+
+    // A key made by `sovra audit keygen`, outside the data directory.
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("checkpoint.key");
+    let out = Command::new(bin())
+        .args(["audit", "keygen", "--output"])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(public.len(), 64);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // keygen never overwrites a key.
+    let again = Command::new(bin())
+        .args(["audit", "keygen", "--output"])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+
+    // Retention of one day: `before` later than a day ago is refused.
+    let opts = Options {
+        env: vec![
+            ("SOVRA__AUDIT__RETENTION_DAYS".into(), "1".into()),
+            (
+                "SOVRA__AUDIT__CHECKPOINT_KEY_FILE".into(),
+                key_file.display().to_string(),
+            ),
+        ],
+        ..Options::new(Db::Sqlite)
+    };
+    let (s, _) = Server::start_opts(opts).await;
+    for _ in 0..3 {
+        s.get("/v1/whoami", Some(&admin)).await;
+    }
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let r = prune(&s, &admin, &hour_ago).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(json(r).await["field"], "before");
+    let two_days = (chrono::Utc::now() - chrono::Duration::days(2)).to_rfc3339();
+    let r = prune(&s, &admin, &two_days).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["pruned"], 0);
+    assert!(s.verify_ok()["checked"].as_i64().unwrap() >= 5);
+
+    // The public key alone verifies (the verifying host holds no secret);
+    // another key does not match checkpoints, and a malformed one is refused.
+    assert!(verify_with(&s, &public).status.success());
+    let out = verify_with(&s, "zz");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("checkpoint_public_key"));
+}
+
+/// Finding 6: the shipped configuration was development mode with a fixed
+/// secret, and development mode served any address: without a token,
+/// `POST /v1/dev/token` minted an admin.
+#[tokio::test]
+async fn finding_06_development_mode_stays_on_this_machine() {
+    let shipped = fixtures().join("../../config/sovra.toml");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    assert!(
+        text.contains("dev_secret = \"\""),
+        "the shipped config holds no secret"
+    );
+
+    // Each installation makes its own secret, 0600, and keeps it.
+    let token_in = |data: &std::path::Path| {
+        let out = Command::new(bin())
+            .args(["token", "--roles", "reader", "--config"])
+            .arg(&shipped)
+            .env("SOVRA__STORAGE__DATA_DIR", data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(data.join("dev-secret")).unwrap()
+    };
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let secret = token_in(a.path());
+    assert_eq!(token_in(a.path()), secret);
+    assert_ne!(token_in(b.path()), secret);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(a.path().join("dev-secret"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // Development mode on any non-loopback address does not start.
+    let (s, _) = Server::start(Db::Sqlite).await;
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let out = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&s.config)
+            .env("SOVRA__SERVER__LISTEN", listen)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{listen}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("auth.development"), "{listen}: {err}");
+        assert!(!err.contains(DEV_SECRET), "the secret is never echoed");
+    }
+}
+
+/// Finding 7: a request for `/v1/documents/=HYPERLINK(…)` was recorded as
+/// is and exported as a live formula.
+#[tokio::test]
+async fn finding_07_exports_carry_no_live_formulas_and_ids_are_checked() {
+    let (s, _) = Server::start(Db::Sqlite).await;
+    let rd = hs256(&claims(
+        "=HYPERLINK(\"http://x\")",
+        "bank",
+        &["reader"],
+        &["g"],
+    ));
+    for path in [
+        "/v1/documents/=HYPERLINK(%22http:%2F%2Fevil%22)",
+        "/v1/documents/+cmd",
+        "/v1/documents/@SUM(1)",
+    ] {
+        let r = s.get(path, Some(&rd)).await;
+        assert_eq!(r.status(), 400, "{path}");
+        assert_eq!(json(r).await["field"], "id", "{path}");
+    }
+    let r = s
+        .client
+        .delete(s.url("/v1/documents/-2+3"))
+        .bearer_auth(ingester())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let id = "x".repeat(129);
+    assert_eq!(
+        s.get(&format!("/v1/documents/{id}"), Some(&rd))
+            .await
+            .status(),
+        400
+    );
+
+    let out = s.cli(&["audit", "export", "--format", "csv"]);
+    assert!(out.status.success());
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let mut cells = 0;
+    for row in reader.records() {
+        for cell in row.unwrap().iter() {
+            cells += 1;
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "live formula in the export: {cell}"
+            );
+        }
+    }
+    assert!(cells > 0);
+    assert!(csv.contains("'=HYPERLINK"), "the subject is kept, defused");
+}
