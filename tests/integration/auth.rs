@@ -224,13 +224,13 @@ async fn production_mode_refuses_hs256() {
 }
 
 /// A JWKS endpoint on loopback whose document can be swapped, counting fetches.
-struct JwksServer {
-    url: String,
-    doc: Arc<Mutex<String>>,
-    hits: Arc<AtomicUsize>,
+pub struct JwksServer {
+    pub url: String,
+    pub doc: Arc<Mutex<String>>,
+    pub hits: Arc<AtomicUsize>,
 }
 
-fn jwks_server(initial: &str) -> JwksServer {
+pub fn jwks_server(initial: &str) -> JwksServer {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/certs", listener.local_addr().unwrap());
     let doc = Arc::new(Mutex::new(

@@ -440,3 +440,166 @@ async fn finding_07_exports_carry_no_live_formulas_and_ids_are_checked() {
     assert!(cells > 0);
     assert!(csv.contains("'=HYPERLINK"), "the subject is kept, defused");
 }
+
+/// Finding 8: metadata and ACL lists had no size limits and are copied into
+/// every chunk (432 KB of request grew the data directory by 25.6 MB).
+#[tokio::test]
+async fn finding_08_metadata_and_acl_sizes_are_bounded() {
+    let (s, _) = Server::start(Db::Sqlite).await;
+    let ing = ingester();
+    let post = |body: Value| {
+        s.client
+            .post(s.url("/v1/documents"))
+            .bearer_auth(&ing)
+            .json(&body)
+            .send()
+    };
+    let many_keys: serde_json::Map<String, Value> =
+        (0..33).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let many_groups: Vec<String> = (0..257).map(|i| format!("g{i}")).collect();
+    let cases = [
+        (
+            json!({"title": "t", "text": "x", "acl": {"groups": ["g"]}, "metadata": many_keys}),
+            "metadata",
+        ),
+        (
+            json!({"title": "t", "text": "x", "acl": {"groups": ["g"]}, "metadata": {"k": "v".repeat(513)}}),
+            "metadata.k",
+        ),
+        (
+            json!({"title": "t", "text": "x", "acl": {"groups": many_groups}}),
+            "acl.groups",
+        ),
+        (
+            json!({"title": "t", "text": "x", "acl": {"groups": ["g"], "users": ["u".repeat(129)]}}),
+            "acl.users",
+        ),
+    ];
+    for (body, field) in cases {
+        let r = post(body).await.unwrap();
+        assert_eq!(r.status(), 413, "{field}");
+        let body = json(r).await;
+        assert_eq!(body["field"], field);
+        assert_eq!(body["code"], "payload_too_large");
+    }
+    // Multipart names its own fields.
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("a.txt"),
+        )
+        .text("acl_groups", many_groups.join(","));
+    let r = s
+        .client
+        .post(s.url("/v1/documents"))
+        .bearer_auth(&ing)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(json(r).await["field"], "acl_groups");
+    // At the limits, a document is stored.
+    let full_keys: serde_json::Map<String, Value> = (0..32)
+        .map(|i| (format!("k{i}"), json!("v".repeat(200))))
+        .collect();
+    let r =
+        post(json!({"title": "t", "text": "x", "acl": {"groups": ["g"]}, "metadata": full_keys}))
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(s.get("/healthz", None).await.status(), 200);
+}
+
+/// Finding 9: JWKS was refetched only for an unknown `kid`, so a key the
+/// identity provider removed kept working.
+#[tokio::test]
+async fn finding_09_a_removed_signing_key_stops_verifying() {
+    let jwks = crate::auth::jwks_server("jwks-rotated.json");
+    let opts = Options {
+        default_auth: false,
+        extra: format!(
+            "[auth]\ndevelopment = false\njwks_url = \"{}\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_refetch_interval_secs = 1\njwks_refresh_interval_secs = 1\n",
+            jwks.url
+        ),
+        ..Options::new(Db::Sqlite)
+    };
+    let (s, _) = Server::start_opts(opts).await;
+    let c = claims("alice", "bank", &["reader"], &[]);
+    let old = signed(
+        jsonwebtoken::Algorithm::RS256,
+        "rsa-1.pem",
+        Some("rsa-1"),
+        &c,
+    );
+    let new = signed(
+        jsonwebtoken::Algorithm::RS256,
+        "rsa-2.pem",
+        Some("rsa-2"),
+        &c,
+    );
+    assert_eq!(s.get("/v1/whoami", Some(&old)).await.status(), 200);
+    assert_eq!(s.get("/v1/whoami", Some(&new)).await.status(), 200);
+    // The IdP removes rsa-1.
+    let mut set: Value = serde_json::from_str(&jwks.doc.lock().unwrap()).unwrap();
+    set["keys"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| k["kid"] != "rsa-1");
+    *jwks.doc.lock().unwrap() = set.to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(s.get("/v1/whoami", Some(&old)).await.status(), 401);
+    assert_eq!(s.get("/v1/whoami", Some(&new)).await.status(), 200);
+
+    // Outside development a JWKS URL must be https (plain http: loopback only).
+    let out = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&s.config)
+        .env("SOVRA__AUTH__JWKS_URL", "http://idp.example.com/certs")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.jwks_url"));
+}
+
+/// Finding 11: a dense search with an unusual metadata filter key answered
+/// 500; every bad input is a 4xx problem naming the field.
+#[tokio::test]
+async fn finding_11_unusual_filter_keys_are_named_not_500() {
+    let (s, _) = Server::start(Db::Sqlite).await;
+    let r = s
+        .client
+        .post(s.url("/v1/documents"))
+        .bearer_auth(ingester())
+        .json(&json!({"id": "d", "title": "t", "text": "leave policy for staff", "acl": {"groups": ["g"]},
+                      "metadata": {"dept-code_1": "hr", "部门": "人事"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let rd = hs256(&claims("rita", "bank", &["reader"], &["g"]));
+    let search = |mode: &'static str, filter: Value| {
+        s.client
+            .post(s.url("/v1/search"))
+            .bearer_auth(&rd)
+            .json(&json!({"query": "leave policy", "mode": mode, "filter": {"metadata": filter}}))
+            .send()
+    };
+    for mode in ["lexical", "dense", "hybrid"] {
+        for key in ["a b", "a.b", "x[0]", "\"q\"", "a\\b", ""] {
+            let r = search(mode, json!({ key: "v" })).await.unwrap();
+            assert_eq!(r.status(), 400, "{mode} {key:?}");
+            assert_eq!(json(r).await["field"], format!("filter.metadata.{key}"));
+        }
+        for (key, value) in [("dept-code_1", "hr"), ("部门", "人事")] {
+            let r = search(mode, json!({ key: value })).await.unwrap();
+            assert_eq!(r.status(), 200, "{mode} {key}");
+            assert_eq!(
+                json(r).await["results"][0]["document_id"],
+                "d",
+                "{mode} {key}"
+            );
+        }
+    }
+    assert_eq!(s.get("/healthz", None).await.status(), 200);
+}

@@ -1,8 +1,11 @@
 //! Public keys from a JWKS file or URL, cached by `kid`.
 //!
-//! An unknown `kid` triggers at most one refetch per configured interval
-//! (key rotation without a restart); a failed fetch keeps the last good keys.
-//! `jku` and `x5u` in token headers are never followed.
+//! Keys older than `auth.jwks_refresh_interval_secs` are fetched again
+//! before they are used, so a key the identity provider removed stops
+//! verifying within that time; an unknown `kid` triggers a refetch too. Both
+//! are rate-limited to one per `auth.jwks_refetch_interval_secs`. A failed
+//! fetch keeps the last good keys. `jku` and `x5u` in token headers are never
+//! followed.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,7 +40,10 @@ pub(crate) struct KeyCache {
     sources: Vec<Source>,
     keys: RwLock<Keys>,
     last_attempt: Mutex<Option<Instant>>,
+    /// When the keys were last fetched successfully.
+    fetched_at: RwLock<Option<Instant>>,
     min_interval: Duration,
+    max_age: Duration,
 }
 
 impl KeyCache {
@@ -58,7 +64,9 @@ impl KeyCache {
             sources,
             keys: RwLock::new(Keys::default()),
             last_attempt: Mutex::new(None),
+            fetched_at: RwLock::new(None),
             min_interval: Duration::from_secs(settings.jwks_refetch_interval_secs),
+            max_age: Duration::from_secs(settings.jwks_refresh_interval_secs),
         })
     }
 
@@ -107,6 +115,9 @@ impl KeyCache {
         if self.sources.is_empty() {
             return Err(AuthError::UnsupportedAlgorithm);
         }
+        if self.stale() {
+            self.refresh(false).await;
+        }
         if let Some(k) = self.lookup(kid, alg) {
             return Ok(k);
         }
@@ -124,6 +135,14 @@ impl KeyCache {
         } else {
             AuthError::UnknownKey
         })
+    }
+
+    /// Whether the keys are older than the refresh interval (or never came).
+    fn stale(&self) -> bool {
+        self.fetched_at
+            .read()
+            .map(|t| t.is_none_or(|t| t.elapsed() >= self.max_age))
+            .unwrap_or(true)
     }
 
     /// Refetches every source, at most once per interval unless forced.
@@ -145,6 +164,9 @@ impl KeyCache {
         }
         if let Ok(mut keys) = self.keys.write() {
             *keys = fresh;
+        }
+        if let Ok(mut at) = self.fetched_at.write() {
+            *at = Some(Instant::now());
         }
         true
     }

@@ -365,6 +365,9 @@ pub struct AuthSettings {
     pub leeway_secs: u64,
     /// Least time between two JWKS refetches caused by an unknown `kid`, in seconds.
     pub jwks_refetch_interval_secs: u64,
+    /// Keys older than this are fetched again before use, in seconds, so a
+    /// key the identity provider removed stops verifying within it.
+    pub jwks_refresh_interval_secs: u64,
     /// Timeout of one JWKS fetch, in seconds.
     pub jwks_fetch_timeout_secs: u64,
     /// Tokens longer than this are refused before any parsing.
@@ -390,6 +393,7 @@ impl Default for AuthSettings {
             audience: None,
             leeway_secs: 30,
             jwks_refetch_interval_secs: 60,
+            jwks_refresh_interval_secs: 300,
             jwks_fetch_timeout_secs: 5,
             max_token_bytes: 8 * 1024,
             max_groups: 256,
@@ -638,6 +642,14 @@ impl Settings {
                 return Err(ConfigError::Invalid {
                     key: "auth.jwks_url",
                     message: "outside development a JWKS file or URL is required".into(),
+                });
+            }
+            if let Some(u) = a.jwks_url.as_deref().filter(|u| !u.is_empty())
+                && !secure_or_loopback(u)
+            {
+                return Err(ConfigError::Invalid {
+                    key: "auth.jwks_url",
+                    message: "must be an https URL outside development (plain http only to a loopback address)".into(),
                 });
             }
         } else {
@@ -964,6 +976,23 @@ fn format_figment_error(e: figment::Error) -> String {
         .join("; ")
 }
 
+/// An https URL, or an http one whose host is a loopback address.
+fn secure_or_loopback(text: &str) -> bool {
+    let Ok(url) = url::Url::parse(text) else {
+        return false;
+    };
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
 fn hex_key(text: &str) -> Option<()> {
     let t = text.trim();
     (t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit())).then_some(())
@@ -1102,6 +1131,30 @@ mod tests {
             Err(PruneRefusal::WithinRetention { .. })
         ));
         assert!(a.check_prune(now, now).is_err());
+    }
+
+    #[test]
+    fn jwks_url_is_https_outside_development() {
+        for (url, ok) in [
+            ("https://idp.example.com/certs", true),
+            ("http://127.0.0.1:8081/certs", true),
+            ("http://localhost/certs", true),
+            ("http://[::1]/certs", true),
+            ("http://idp.example.com/certs", false),
+            ("http://10.0.0.5/certs", false),
+            ("ftp://idp.example.com/certs", false),
+            ("not a url", false),
+        ] {
+            assert_eq!(secure_or_loopback(url), ok, "{url}");
+        }
+        let f = file(
+            "[auth]\njwks_url = \"http://idp.example.com/certs\"\nissuer=\"i\"\naudience=\"a\"\n",
+        );
+        let err = Settings::load_with_env(Some(f.path()), Env::prefixed("SOVRA_TEST_NONE__"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("auth.jwks_url"), "{err}");
     }
 
     #[test]

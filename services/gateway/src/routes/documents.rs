@@ -71,19 +71,46 @@ fn valid_id(id: &str) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Metadata as flat strings: string, number and boolean values only; the
-/// field at fault is named under `prefix`.
+/// Bounds on what a document's metadata and ACL may hold: both are copied
+/// into every chunk of both indexes, so they are bounded per document.
+const MAX_METADATA_KEYS: usize = 32;
+const MAX_METADATA_VALUE_CHARS: usize = 512;
+const MAX_METADATA_BYTES: usize = 8 * 1024;
+const MAX_ACL_ENTRIES: usize = 256;
+const MAX_ACL_NAME_CHARS: usize = 128;
+const MAX_ACL_BYTES: usize = 16 * 1024;
+
+fn too_large(field: &str, detail: String) -> Problem {
+    Problem::new(ErrorCode::PayloadTooLarge, detail).field(field)
+}
+
+/// Metadata as flat strings: string, number and boolean values only, keys
+/// of letters, digits, `_` and `-` (every index reads such a key the same
+/// way, in filters too), sizes bounded; the field at fault is named under
+/// `prefix`.
 pub fn flat_metadata(
     meta: BTreeMap<String, Value>,
     prefix: &str,
 ) -> Result<BTreeMap<String, String>, Problem> {
-    meta.into_iter()
+    if meta.len() > MAX_METADATA_KEYS {
+        return Err(too_large(
+            prefix,
+            format!("at most {MAX_METADATA_KEYS} keys"),
+        ));
+    }
+    let flat: BTreeMap<String, String> = meta
+        .into_iter()
         .map(|(k, v)| {
             let field = format!("{prefix}.{k}");
-            if k.is_empty() || k.len() > 64 {
+            if k.is_empty()
+                || k.chars().count() > 64
+                || !k
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            {
                 return Err(Problem::invalid_parameter(
                     &field,
-                    "keys are 1 to 64 characters",
+                    "keys are 1 to 64 letters, digits, '_' or '-'",
                 ));
             }
             let v = match v {
@@ -97,9 +124,49 @@ pub fn flat_metadata(
                     ));
                 }
             };
+            if v.chars().count() > MAX_METADATA_VALUE_CHARS {
+                return Err(too_large(
+                    &field,
+                    format!("values are at most {MAX_METADATA_VALUE_CHARS} characters"),
+                ));
+            }
             Ok((k, v))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    let bytes: usize = flat.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_METADATA_BYTES {
+        return Err(too_large(
+            prefix,
+            format!("at most {MAX_METADATA_BYTES} bytes of keys and values in all"),
+        ));
+    }
+    Ok(flat)
+}
+
+/// Bounds an ACL's lists; `fields` names them as the request did.
+fn bounded_acl(acl: &Acl, fields: [&str; 2]) -> Result<(), Problem> {
+    for (list, field) in [(&acl.groups, fields[0]), (&acl.users, fields[1])] {
+        if list.len() > MAX_ACL_ENTRIES {
+            return Err(too_large(
+                field,
+                format!("at most {MAX_ACL_ENTRIES} entries"),
+            ));
+        }
+        if list.iter().any(|n| n.chars().count() > MAX_ACL_NAME_CHARS) {
+            return Err(too_large(
+                field,
+                format!("names are at most {MAX_ACL_NAME_CHARS} characters"),
+            ));
+        }
+    }
+    let bytes: usize = acl.groups.iter().chain(&acl.users).map(String::len).sum();
+    if bytes > MAX_ACL_BYTES {
+        return Err(too_large(
+            fields[0],
+            format!("at most {MAX_ACL_BYTES} bytes of names in all"),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the fields every write shares and fills in defaults.
@@ -109,6 +176,7 @@ fn prepare(
     title: String,
     tenant: Option<String>,
     acl: Acl,
+    acl_fields: [&str; 2],
 ) -> Result<(String, String, String, Acl), Problem> {
     let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     valid_id(&id)?;
@@ -126,6 +194,7 @@ fn prepare(
         .reason("cross_tenant"));
     }
     let acl = acl.normalized();
+    bounded_acl(&acl, acl_fields)?;
     if acl.groups.is_empty() && acl.users.is_empty() {
         return Err(Problem::invalid_parameter(
             "acl",
@@ -218,7 +287,14 @@ async fn create_json(
     j: DocumentJson,
     state: &AppState,
 ) -> Result<HttpResponse, Problem> {
-    let (id, title, tenant, acl) = prepare(&auth, j.id, j.title, j.tenant, j.acl)?;
+    let (id, title, tenant, acl) = prepare(
+        &auth,
+        j.id,
+        j.title,
+        j.tenant,
+        j.acl,
+        ["acl.groups", "acl.users"],
+    )?;
     let metadata = flat_metadata(j.metadata, "metadata")?;
     let (format, bytes) = match (j.text, j.content) {
         (Some(text), None) => (Format::Text, text.into_bytes()),
@@ -344,6 +420,7 @@ async fn create_multipart(
         title,
         fields.get("tenant").cloned(),
         acl,
+        ["acl_groups", "acl_users"],
     )?;
     let doc = NewDocument {
         id,
