@@ -11,7 +11,7 @@ use sqlx::Connection;
 use crate::support::*;
 
 /// Runs raw SQL against the server's database, as a superuser would.
-async fn sql(s: &Server, db: Db, statement: &str) -> Result<(), String> {
+pub async fn sql(s: &Server, db: Db, statement: &str) -> Result<(), String> {
     let stmt = sqlx::AssertSqlSafe(statement.to_owned());
     match db {
         Db::Postgres => {

@@ -603,3 +603,144 @@ async fn finding_11_unusual_filter_keys_are_named_not_500() {
     }
     assert_eq!(s.get("/healthz", None).await.status(), 200);
 }
+
+fn sse_data(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Finding 10: chat without retrieval recorded no message text, system and
+/// earlier turns were not recorded, a streamed answer's outcome record was
+/// not fail-closed, every unauthenticated request cost a durable write
+/// without limit, and `/metrics` was public.
+#[tokio::test]
+async fn finding_10_audit_gaps_are_closed() {
+    let opts = Options {
+        env: vec![("SOVRA__AUDIT__DENIALS_PER_MINUTE".into(), "5".into())],
+        ..Options::new(Db::Sqlite)
+    };
+    let (s, _) = Server::start_opts(opts).await;
+    let t = hs256(&claims("rita", "bank", &["reader"], &["g"]));
+    let chat = |stream: bool| {
+        json!({
+            "model": "sovra-tiny-test",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "first turn"},
+                {"role": "assistant", "content": "first reply"},
+                {"role": "user", "content": "what is the leave policy"},
+            ],
+            "max_tokens": 8,
+            "stream": stream,
+            "sovra": {"retrieval": false},
+        })
+    };
+    let post = |body: Value| {
+        s.client
+            .post(s.url("/v1/chat/completions"))
+            .bearer_auth(&t)
+            .json(&body)
+            .send()
+    };
+
+    // Without retrieval the question is recorded by the query policy, and
+    // every turn by its digest.
+    let r = post(chat(false)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let records = s.audit_records();
+    let rec = record(&records, &id);
+    assert_eq!(
+        rec["details"]["question"]["text"],
+        "what is the leave policy"
+    );
+    let turns = rec["details"]["messages"].as_array().unwrap();
+    assert_eq!(turns.len(), 4);
+    assert_eq!(turns[0]["role"], "system");
+    let digest = |text: &str| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    };
+    assert_eq!(turns[0]["sha256"], digest("Be brief."));
+    assert_eq!(turns[2]["sha256"], digest("first reply"));
+
+    // A streamed answer whose outcome record cannot be committed ends with
+    // an error event, never with its closing events.
+    crate::audit::sql(
+        &s,
+        Db::Sqlite,
+        "CREATE TRIGGER fail_outcome BEFORE INSERT ON audit_events WHEN NEW.action = 'chat.completed' BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .await
+    .unwrap();
+    let r = post(chat(true)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let events = sse_data(&r.text().await.unwrap());
+    assert!(!events.contains(&"[DONE]".to_owned()), "{events:?}");
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "audit_unavailable", "{events:?}");
+    crate::audit::sql(&s, Db::Sqlite, "DROP TRIGGER fail_outcome")
+        .await
+        .unwrap();
+    let r = post(chat(true)).await.unwrap();
+    let events = sse_data(&r.text().await.unwrap());
+    assert_eq!(events.last().unwrap(), "[DONE]");
+
+    // Failed authentication: five recorded one by one, then 429 with
+    // Retry-After and no write, summed up in one record at shutdown.
+    let before = s.audit_records().len();
+    for i in 0..12 {
+        let r = s.get("/v1/whoami", Some("not-a-token")).await;
+        if i < 5 {
+            assert_eq!(r.status(), 401, "attempt {i}");
+        } else {
+            assert_eq!(r.status(), 429, "attempt {i}");
+            assert!(r.headers().contains_key("retry-after"));
+        }
+    }
+    assert_eq!(s.audit_records().len(), before + 5);
+    // A valid caller from the same address is not limited.
+    assert_eq!(s.get("/v1/whoami", Some(&t)).await.status(), 200);
+
+    // /metrics: loopback only without a token (this client is loopback).
+    assert_eq!(s.get("/metrics", None).await.status(), 200);
+
+    let mut s = s;
+    let term = Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(s.terminate_wait().success());
+    let records = s.audit_records();
+    let summary = records
+        .iter()
+        .find(|r| r["action"] == "auth.denied.summary")
+        .expect("a summary record");
+    assert_eq!(summary["details"]["refused"], 7);
+    assert_eq!(summary["status"], 429);
+    s.verify_ok();
+}
+
+/// `/metrics` with a token: only its bearer scrapes.
+#[tokio::test]
+async fn finding_10_metrics_need_the_scrape_token() {
+    let token = "scrape-token-0123456789";
+    let opts = Options {
+        env: vec![("SOVRA__TELEMETRY__METRICS_TOKEN".into(), token.into())],
+        ..Options::new(Db::Sqlite)
+    };
+    let (s, _) = Server::start_opts(opts).await;
+    assert_eq!(s.get("/metrics", None).await.status(), 404);
+    assert_eq!(
+        s.get("/metrics", Some("wrong-token-0123456789"))
+            .await
+            .status(),
+        404
+    );
+    let r = s.get("/metrics", Some(token)).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("sovra_"));
+}

@@ -453,6 +453,11 @@ pub struct AuditSettings {
     /// Hex Ed25519 public key that verifies checkpoints: all a verifying
     /// host needs. Empty: derived from `checkpoint_key_file` when set.
     pub checkpoint_public_key: String,
+    /// Failed authentications per client address and minute that are
+    /// recorded one by one; past it: 429, counted into a summary record.
+    pub denials_per_minute: u32,
+    /// How often the summary records of rate-limited failures are written.
+    pub denial_summary_secs: u64,
 }
 
 impl AuditSettings {
@@ -501,6 +506,8 @@ impl Default for AuditSettings {
             query_salt: String::new(),
             checkpoint_key_file: None,
             checkpoint_public_key: String::new(),
+            denials_per_minute: 60,
+            denial_summary_secs: 60,
         }
     }
 }
@@ -522,6 +529,9 @@ pub struct TelemetrySettings {
     /// OTLP gRPC endpoint (e.g. `http://collector:4317`); empty: no export.
     pub otlp_endpoint: String,
     pub service_name: String,
+    /// Bearer token that `/metrics` requires (Prometheus `authorization`).
+    /// Empty: `/metrics` answers loopback clients only.
+    pub metrics_token: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -538,6 +548,7 @@ impl Default for TelemetrySettings {
             log_format: LogFormat::Text,
             otlp_endpoint: String::new(),
             service_name: "sovra".into(),
+            metrics_token: String::new(),
         }
     }
 }
@@ -718,6 +729,18 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "audit.checkpoint_public_key",
                 message: "must be 64 hex digits (an Ed25519 public key)".into(),
+            });
+        }
+        if self.audit.denials_per_minute == 0 {
+            return Err(ConfigError::Invalid {
+                key: "audit.denials_per_minute",
+                message: "must be at least 1".into(),
+            });
+        }
+        if !self.telemetry.metrics_token.is_empty() && self.telemetry.metrics_token.len() < 16 {
+            return Err(ConfigError::Invalid {
+                key: "telemetry.metrics_token",
+                message: "must be at least 16 bytes".into(),
             });
         }
         if self.ingest.chunk_max_tokens < 16 || self.ingest.chunk_max_tokens > 256 {

@@ -500,11 +500,12 @@ impl Requester {
     }
 
     /// Appends the outcome record: tokens, finish reason, cited chunks.
+    /// Returns whether it was committed.
     pub async fn record(
         &self,
         state: &AppState,
         outcome: Result<(&Generation, &[sovra_answer::Citation]), &str>,
-    ) {
+    ) -> bool {
         let mut event = AuditEvent::new(&self.request_id, "POST", self.route);
         event.trace_id = self.trace_id.clone();
         event.client_addr = self.client_addr.clone();
@@ -531,8 +532,12 @@ impl Requester {
             }
         }
         event.details = Value::Object(details);
-        if let Err(e) = state.audit.append(event).await {
-            tracing::error!(error = %e, "the outcome of a streamed answer was not recorded");
+        match state.audit.append(event).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, request_id = %self.request_id, "the outcome of a streamed answer was not recorded");
+                false
+            }
         }
     }
 }
@@ -575,20 +580,33 @@ pub fn stream(
                 GenerationEvent::Done(g) => {
                     observe(&state, &g);
                     let citations = format.citations(&g.text);
-                    if connected {
+                    // Fail closed: the closing events (citations, usage, the
+                    // end marker) go out only once the outcome record is
+                    // committed; otherwise the stream ends with an error
+                    // event and the client never sees a completed answer.
+                    let committed = requester.record(&state, Ok((&g, &citations))).await;
+                    if !connected {
+                        return;
+                    }
+                    if committed || !state.settings.audit.fail_closed {
                         for bytes in format.finish(&g, &citations) {
                             if tx.send(bytes).await.is_err() {
                                 break;
                             }
                         }
+                    } else {
+                        let problem = Problem::new(
+                            ErrorCode::AuditUnavailable,
+                            "the answer's audit record could not be committed; the answer is withdrawn",
+                        );
+                        let _ = tx.send(format.error(&problem)).await;
                     }
-                    requester.record(&state, Ok((&g, &citations))).await;
                     return;
                 }
                 GenerationEvent::Failed(e) => {
                     let problem = generation_failed(&state, &e);
                     let _ = tx.send(format.error(&problem)).await;
-                    requester.record(&state, Err("generation_failed")).await;
+                    let _ = requester.record(&state, Err("generation_failed")).await;
                     return;
                 }
             }

@@ -4,6 +4,7 @@
 
 mod answering;
 mod cli;
+mod denials;
 mod export;
 mod extract;
 mod middleware;

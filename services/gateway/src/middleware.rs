@@ -17,6 +17,7 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
+use crate::denials::Verdict;
 use crate::extract::AuditCtx;
 use crate::problem::{ErrorCode, Problem};
 use crate::routes;
@@ -202,6 +203,19 @@ async fn handle_audited(
                 .with_label_values(&[e.code()])
                 .inc();
             tracing::info!(reason = e.code(), "unauthenticated");
+            let client = event.client_addr.as_deref().unwrap_or("unknown");
+            if let Verdict::Limited { retry_after_secs } = state.denials.check(client) {
+                // Past this client's allowance: no write of its own; the
+                // refusal is counted into the client's summary record.
+                let mut problem = Problem::new(
+                    ErrorCode::RateLimited,
+                    "too many failed authentications from this address; retry later",
+                );
+                if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    problem = problem.header(header::RETRY_AFTER, v);
+                }
+                return Ok(req.into_response(problem.error_response()));
+            }
             let problem = Problem::new(ErrorCode::Unauthenticated, e.to_string())
                 .reason(e.code())
                 .header(

@@ -21,6 +21,7 @@ pub enum ErrorCode {
     UnprocessableDocument,
     Conflict,
     Overloaded,
+    RateLimited,
     GenerationFailed,
     AuditUnavailable,
     NotReady,
@@ -30,7 +31,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     #[cfg(test)]
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -42,6 +43,7 @@ impl ErrorCode {
         ErrorCode::UnprocessableDocument,
         ErrorCode::Conflict,
         ErrorCode::Overloaded,
+        ErrorCode::RateLimited,
         ErrorCode::GenerationFailed,
         ErrorCode::AuditUnavailable,
         ErrorCode::NotReady,
@@ -92,6 +94,11 @@ impl ErrorCode {
                 "overloaded",
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many requests waiting for the model",
+            ),
+            ErrorCode::RateLimited => (
+                "rate_limited",
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
             ),
             ErrorCode::GenerationFailed => (
                 "generation_failed",

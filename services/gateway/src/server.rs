@@ -53,15 +53,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         .min(generation.generator().context_tokens());
     let marker_bans = sovra_answer::marker_bans(generation.generator().as_ref());
     let (documents, retriever) = open_documents(&settings, &store).await?;
+    let denials = Arc::new(crate::denials::DenialLimiter::new(
+        settings.audit.denials_per_minute,
+    ));
+    let writer = Arc::new(writer);
+    let summaries = spawn_denial_summaries(&settings, denials.clone(), writer.clone());
     let settings = Arc::new(settings);
     let state = web::Data::new(AppState {
         settings: settings.clone(),
         auth,
-        audit: Arc::new(writer),
+        audit: writer.clone(),
         store,
         metrics,
         checkpoint_key,
         checkpoint_verifier,
+        denials: denials.clone(),
         documents,
         retriever,
         generation,
@@ -98,9 +104,31 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         tracing::info!(%addr, "listening");
     }
     server.run().await.context("HTTP server")?;
+    summaries.abort();
+    let covered = denials.flush(writer.as_ref()).await;
+    if covered > 0 {
+        tracing::info!(refused = covered, "denial summaries recorded at shutdown");
+    }
     tracing::info!("stopped; in-flight requests drained and audited");
     telemetry.shutdown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the summary records of rate-limited authentication failures.
+fn spawn_denial_summaries(
+    settings: &Settings,
+    denials: Arc<crate::denials::DenialLimiter>,
+    audit: Arc<GroupCommitWriter>,
+) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_secs(settings.audit.denial_summary_secs.max(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            denials.flush(audit.as_ref()).await;
+        }
+    })
 }
 
 /// The generative model and the queue in front of it. A missing model

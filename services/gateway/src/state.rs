@@ -17,6 +17,8 @@ pub struct AppState {
     /// Signs retention checkpoints; `None` where no key is configured.
     pub checkpoint_key: Option<Arc<CheckpointKey>>,
     pub checkpoint_verifier: Option<CheckpointVerifier>,
+    /// Failed authentications per client, limited before the audit write.
+    pub denials: Arc<crate::denials::DenialLimiter>,
     pub documents: Arc<DocumentService>,
     pub retriever: Arc<sovra_retrieval::Retriever>,
     pub generation: Arc<sovra_inference::GenerationQueue>,
@@ -29,6 +31,18 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A message's digest for the audit record: SHA-256 of `audit.query_salt`
+    /// (empty under the plain policy) and the text, so an auditor holding a
+    /// transcript can match it, and nothing more is kept.
+    pub fn message_digest(&self, text: &str) -> String {
+        let mut h = Sha256::new();
+        if self.settings.audit.query_policy == QueryPolicy::Hash {
+            h.update(self.settings.audit.query_salt.as_bytes());
+        }
+        h.update(text.as_bytes());
+        hex::encode(h.finalize())
+    }
+
     /// What the audit record keeps of a query, by `audit.query_policy`.
     pub fn query_record(&self, query: &str) -> serde_json::Value {
         match self.settings.audit.query_policy {

@@ -233,6 +233,23 @@ pub async fn completions(
     )?;
     let mut msgs = messages(b.messages)?;
     auth.audit.detail("retrieval", json!(ext.retrieval));
+    // Every turn the model reads is accounted for: its role and digest
+    // (system prompts and earlier turns included); the question itself by
+    // the query policy below.
+    auth.audit.detail(
+        "messages",
+        Value::Array(
+            msgs.iter()
+                .map(|m| json!({"role": m.role, "sha256": state.message_digest(&m.content)}))
+                .collect(),
+        ),
+    );
+    if !ext.retrieval
+        && let Some(last) = msgs.last().filter(|m| m.role == "user")
+    {
+        auth.audit
+            .detail("question", state.query_record(&last.content));
+    }
 
     let (prompt, retrieval) = if ext.retrieval {
         let last = msgs.pop();
