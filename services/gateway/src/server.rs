@@ -205,7 +205,7 @@ pub async fn open_documents(
     settings: &Settings,
     store: &sovra_audit::SqlStore,
 ) -> anyhow::Result<(
-    Arc<sovra_ingest::DocumentService>,
+    Arc<sovra_documents::DocumentService>,
     Arc<sovra_retrieval::Retriever>,
 )> {
     let tokenizer = settings.tokenizer_file();
@@ -269,7 +269,7 @@ pub async fn open_documents(
         settings.search.candidates,
     ));
     let documents = Arc::new(
-        sovra_ingest::DocumentService::new(
+        sovra_documents::DocumentService::new(
             catalog,
             index,
             vectors,

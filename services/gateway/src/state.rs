@@ -4,7 +4,7 @@ use sha2::{Digest, Sha256};
 use sovra_audit::{AuditSink, CheckpointKey, CheckpointVerifier, SqlStore};
 use sovra_auth::Authenticator;
 use sovra_config::{QueryPolicy, Settings};
-use sovra_ingest::DocumentService;
+use sovra_documents::DocumentService;
 use sovra_telemetry::Metrics;
 
 /// What every handler shares; built once at start-up.

@@ -4,12 +4,10 @@
 
 mod chunk;
 mod parse;
-mod service;
 mod worker;
 
 pub use chunk::{Chunk, Chunker, ChunkerConfig};
 pub use parse::{Block, DOCX_MIME, Format, Limits, parse};
-pub use service::{DocumentService, NewDocument, Outcome, ReconcileReport, ServiceError};
 pub use worker::{Parsing, WorkerLimits, serve_worker};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sovra_auth::{Acl, Principal};
 use sovra_catalog::ListFilter;
-use sovra_ingest::{Format, IngestError, NewDocument, ServiceError};
+use sovra_documents::{NewDocument, ServiceError};
+use sovra_ingest::{Format, IngestError};
 
 use crate::extract::{AuditCtx, Authorized, Browse, Ingest, ValidJson};
 use crate::problem::{ErrorCode, Problem};

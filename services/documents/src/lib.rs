@@ -18,7 +18,7 @@ use sovra_vectors::{VectorError, VectorPoint, VectorStore};
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
-use crate::{Chunker, Format, IngestError, Limits, Parsing};
+use sovra_ingest::{Chunker, Format, IngestError, Limits, Parsing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use sovra_auth::{Acl, Principal};
 use sovra_catalog::Catalog;
+use sovra_documents::{DocumentService, NewDocument};
 use sovra_index::{ChunkEntry, LexicalIndex, SearchRequest};
 use sovra_inference::{Embedder, OnnxEmbedder};
-use sovra_ingest::{Chunker, ChunkerConfig, DocumentService, Format, Limits, NewDocument};
+use sovra_ingest::{Chunker, ChunkerConfig, Format, Limits};
 use sovra_retrieval::{Mode, Retriever};
 use sovra_vectors::{EdgeStore, VectorPoint, VectorStore};
 
