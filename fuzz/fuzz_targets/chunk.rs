@@ -11,8 +11,9 @@ use sovra_ingest::{Chunker, ChunkerConfig, Format, Limits, parse};
 fn chunker() -> &'static Chunker {
     static CHUNKER: OnceLock<Chunker> = OnceLock::new();
     CHUNKER.get_or_init(|| {
-        let path = std::env::var("SOVRA_TOKENIZER")
-            .unwrap_or_else(|_| panic!("set SOVRA_TOKENIZER to the embedding model's tokenizer.json"));
+        let path = std::env::var("SOVRA_TOKENIZER").unwrap_or_else(|_| {
+            panic!("set SOVRA_TOKENIZER to the embedding model's tokenizer.json")
+        });
         Chunker::from_file(
             std::path::Path::new(&path),
             ChunkerConfig {

@@ -744,3 +744,219 @@ async fn finding_10_metrics_need_the_scrape_token() {
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("sovra_"));
 }
+
+/// Finding 4: document ids were global across tenants: tenant B writing an
+/// id tenant A uses got 409 "belongs to another tenant", which revealed it
+/// and let B squat ids.
+#[tokio::test]
+async fn finding_04_document_ids_belong_to_their_tenant() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let (s, pg) = Server::start(db).await;
+        let bank = hs256(&claims("ann", "bank", &["ingester"], &["g"]));
+        let clinic = hs256(&claims("cid", "clinic", &["ingester"], &["g"]));
+        let bank_reader = hs256(&claims("rita", "bank", &["reader"], &["g"]));
+        let clinic_reader = hs256(&claims("ria", "clinic", &["reader"], &["g"]));
+        assert_eq!(
+            post_text(&s, &bank, "policy", "bank mortgage policy", &["g"])
+                .await
+                .status(),
+            201
+        );
+        // Same id, same text, other tenant: its own document, nothing revealed.
+        let r = post_text(&s, &clinic, "policy", "bank mortgage policy", &["g"]).await;
+        assert_eq!(r.status(), 201, "{db:?}");
+        let body = json(r).await;
+        assert_eq!(
+            (body["version"].as_i64(), body["created"].as_bool()),
+            (Some(1), Some(true))
+        );
+        assert_eq!(
+            post_text(&s, &clinic, "policy", "clinic triage policy", &["g"])
+                .await
+                .status(),
+            200
+        );
+
+        let search = |token: String, q: &'static str, mode: &'static str| {
+            let s = &s;
+            async move {
+                let r = s
+                    .client
+                    .post(s.url("/v1/search"))
+                    .bearer_auth(token)
+                    .json(&json!({"query": q, "mode": mode}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                json(r).await["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|h| {
+                        h["snippet"]
+                            .as_str()
+                            .unwrap()
+                            .replace("<mark>", "")
+                            .replace("</mark>", "")
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        for mode in ["lexical", "dense", "hybrid"] {
+            let b = search(bank_reader.clone(), "mortgage policy", mode).await;
+            assert!(
+                b.iter().all(|t| t.contains("bank mortgage")),
+                "{mode}: {b:?}"
+            );
+            assert!(!b.is_empty(), "{mode}");
+            let c = search(clinic_reader.clone(), "triage policy", mode).await;
+            assert!(
+                c.iter().all(|t| t.contains("clinic triage")),
+                "{mode}: {c:?}"
+            );
+            assert!(!c.is_empty(), "{mode}");
+        }
+        let doc = json(s.get("/v1/documents/policy", Some(&bank_reader)).await).await;
+        assert_eq!(
+            (doc["tenant"].as_str(), doc["version"].as_i64()),
+            (Some("bank"), Some(1))
+        );
+        // The clinic deletes its own; the bank's stays, in both indexes.
+        assert_eq!(delete(&s, &clinic, "policy").await.status(), 204);
+        assert_eq!(
+            s.get("/v1/documents/policy", Some(&clinic_reader))
+                .await
+                .status(),
+            404
+        );
+        assert_eq!(
+            s.get("/v1/documents/policy", Some(&bank_reader))
+                .await
+                .status(),
+            200
+        );
+        for mode in ["lexical", "dense"] {
+            assert!(
+                !search(bank_reader.clone(), "mortgage policy", mode)
+                    .await
+                    .is_empty(),
+                "{mode}"
+            );
+            assert!(
+                search(clinic_reader.clone(), "triage policy", mode)
+                    .await
+                    .is_empty(),
+                "{mode}"
+            );
+        }
+        s.verify_ok();
+        finish(s, pg).await;
+    }
+}
+
+/// Finding 4, existing data: a catalog written under the global-id schema
+/// (migrations 0001 and 0002) is migrated to (tenant, id) keys at start-up,
+/// and reconciliation rebuilds both indexes from it.
+#[tokio::test]
+async fn finding_04_existing_documents_migrate_to_tenant_keys() {
+    use sqlx::Connection;
+    for db in [Db::Sqlite, Db::Postgres] {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, pg) = match db {
+            Db::Sqlite => (
+                format!("sqlite://{}/old.db?mode=rwc", dir.path().display()),
+                None,
+            ),
+            Db::Postgres => {
+                let pg = pg_fresh().await;
+                (pg.url.clone(), Some(pg))
+            }
+        };
+        // The schema as it was: only the first two migrations, applied by
+        // sqlx from copies of the committed files (same checksums).
+        let folder = match db {
+            Db::Sqlite => "sqlite",
+            Db::Postgres => "postgres",
+        };
+        let old = dir.path().join("migrations");
+        std::fs::create_dir_all(&old).unwrap();
+        for f in ["0001_audit.sql", "0002_catalog.sql"] {
+            std::fs::copy(
+                fixtures().join("../../migrations").join(folder).join(f),
+                old.join(f),
+            )
+            .unwrap();
+        }
+        let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+        let rows = [
+            "INSERT INTO documents (id, tenant, title, source, content_type, content_hash, version, acl, metadata, created_by, created_us, updated_us, chunk_count, bytes) VALUES ('legacy', 'bank', 'Legacy policy', 'api', 'text/plain', 'h', 3, '{\"groups\":[\"g\"],\"users\":[]}', '{\"dept\":\"hr\"}', 'ann', 1, 2, 1, 40)",
+            "INSERT INTO document_acl (document_id, kind, principal) VALUES ('legacy', 'g', 'g')",
+            "INSERT INTO document_metadata (document_id, key, value) VALUES ('legacy', 'dept', 'hr')",
+            "INSERT INTO chunks (chunk_id, document_id, ordinal, text, tokens) VALUES ('legacy:0:abc', 'legacy', 0, 'sabbatical leave after seven years of service', 9)",
+        ];
+        match db {
+            Db::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                migrator.run(&mut c).await.unwrap();
+                for r in rows {
+                    sqlx::query(r).execute(&mut c).await.unwrap();
+                }
+            }
+            Db::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                migrator.run(&mut c).await.unwrap();
+                for r in rows {
+                    sqlx::query(r).execute(&mut c).await.unwrap();
+                }
+            }
+        }
+
+        let s = Server::start_with(Options::new(db), Some(url)).await;
+        let reader = hs256(&claims("rita", "bank", &["reader"], &["g"]));
+        let doc = json(s.get("/v1/documents/legacy", Some(&reader)).await).await;
+        assert_eq!(
+            (doc["tenant"].as_str(), doc["version"].as_i64()),
+            (Some("bank"), Some(3)),
+            "{db:?}"
+        );
+        for mode in ["lexical", "dense"] {
+            let r = s
+                .client
+                .post(s.url("/v1/search"))
+                .bearer_auth(&reader)
+                .json(&json!({"query": "sabbatical leave", "mode": mode, "filter": {"metadata": {"dept": "hr"}}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                json(r).await["results"][0]["document_id"],
+                "legacy",
+                "{db:?} {mode}"
+            );
+        }
+        // The migrated document is replaced under the new keys, and another
+        // tenant may now use its id.
+        let bank = hs256(&claims("ann", "bank", &["ingester"], &["g"]));
+        let r = post_text(
+            &s,
+            &bank,
+            "legacy",
+            "sabbatical leave after five years",
+            &["g"],
+        )
+        .await;
+        assert_eq!(json(r).await["version"], 4);
+        let clinic = hs256(&claims("cid", "clinic", &["ingester"], &["g"]));
+        assert_eq!(
+            post_text(&s, &clinic, "legacy", "clinic text", &["g"])
+                .await
+                .status(),
+            201
+        );
+        drop(s);
+        if let Some(pg) = pg {
+            pg.drop_db().await;
+        }
+    }
+}

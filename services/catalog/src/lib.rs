@@ -122,14 +122,16 @@ impl Catalog {
 
     async fn get_in(
         tx: &mut Transaction<'static, Any>,
+        tenant: &str,
         id: &str,
         lock: bool,
     ) -> Result<Option<(Document, Vec<ChunkRow>)>, CatalogError> {
         let sql = format!(
-            "SELECT {DOC_COLUMNS} FROM documents WHERE id = $1{}",
+            "SELECT {DOC_COLUMNS} FROM documents WHERE tenant = $1 AND id = $2{}",
             if lock { " FOR UPDATE" } else { "" }
         );
         let Some(row) = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.to_owned())
             .bind(id.to_owned())
             .fetch_optional(&mut **tx)
             .await?
@@ -137,7 +139,8 @@ impl Catalog {
             return Ok(None);
         };
         let doc = document_from_row(&row)?;
-        let chunks = sqlx::query("SELECT chunk_id, ordinal, text, tokens FROM chunks WHERE document_id = $1 ORDER BY ordinal")
+        let chunks = sqlx::query("SELECT chunk_id, ordinal, text, tokens FROM chunks WHERE tenant = $1 AND document_id = $2 ORDER BY ordinal")
+            .bind(tenant.to_owned())
             .bind(id.to_owned())
             .fetch_all(&mut **tx)
             .await?
@@ -147,18 +150,21 @@ impl Catalog {
         Ok(Some((doc, chunks)))
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<Document>, CatalogError> {
+    /// Document `id` of `tenant`: ids are unique within a tenant only.
+    pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<Document>, CatalogError> {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {DOC_COLUMNS} FROM documents WHERE id = $1"
+            "SELECT {DOC_COLUMNS} FROM documents WHERE tenant = $1 AND id = $2"
         )))
+        .bind(tenant.to_owned())
         .bind(id.to_owned())
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| document_from_row(&r)).transpose()
     }
 
-    pub async fn chunks(&self, id: &str) -> Result<Vec<ChunkRow>, CatalogError> {
-        sqlx::query("SELECT chunk_id, ordinal, text, tokens FROM chunks WHERE document_id = $1 ORDER BY ordinal")
+    pub async fn chunks(&self, tenant: &str, id: &str) -> Result<Vec<ChunkRow>, CatalogError> {
+        sqlx::query("SELECT chunk_id, ordinal, text, tokens FROM chunks WHERE tenant = $1 AND document_id = $2 ORDER BY ordinal")
+            .bind(tenant.to_owned())
             .bind(id.to_owned())
             .fetch_all(&self.pool)
             .await?
@@ -168,9 +174,9 @@ impl Catalog {
     }
 
     /// Looks the document up under a write lock, for the caller to decide.
-    pub async fn begin_write(&self, id: &str) -> Result<Staged, CatalogError> {
+    pub async fn begin_write(&self, tenant: &str, id: &str) -> Result<Staged, CatalogError> {
         let mut tx = self.begin().await?;
-        let previous = Self::get_in(&mut tx, id, self.postgres).await?;
+        let previous = Self::get_in(&mut tx, tenant, id, self.postgres).await?;
         Ok(Staged {
             tx,
             previous,
@@ -190,7 +196,7 @@ impl Catalog {
             doc.version = prev.version + 1;
             doc.created_us = prev.created_us;
             doc.created_by = prev.created_by.clone();
-            Self::delete_rows(tx, &doc.id).await?;
+            Self::delete_rows(tx, &doc.tenant, &doc.id).await?;
         } else {
             doc.version = 1;
         }
@@ -219,8 +225,9 @@ impl Catalog {
         for (kind, list) in [("g", &doc.acl.groups), ("u", &doc.acl.users)] {
             for p in list {
                 sqlx::query(
-                    "INSERT INTO document_acl (document_id, kind, principal) VALUES ($1, $2, $3)",
+                    "INSERT INTO document_acl (tenant, document_id, kind, principal) VALUES ($1, $2, $3, $4)",
                 )
+                .bind(doc.tenant.clone())
                 .bind(doc.id.clone())
                 .bind(kind)
                 .bind(p.clone())
@@ -230,8 +237,9 @@ impl Catalog {
         }
         for (k, v) in &doc.metadata {
             sqlx::query(
-                "INSERT INTO document_metadata (document_id, key, value) VALUES ($1, $2, $3)",
+                "INSERT INTO document_metadata (tenant, document_id, key, value) VALUES ($1, $2, $3, $4)",
             )
+            .bind(doc.tenant.clone())
             .bind(doc.id.clone())
             .bind(k.clone())
             .bind(v.clone())
@@ -240,25 +248,27 @@ impl Catalog {
         }
         for batch in chunks.chunks(100) {
             let mut sql = String::from(
-                "INSERT INTO chunks (chunk_id, document_id, ordinal, text, tokens) VALUES ",
+                "INSERT INTO chunks (tenant, chunk_id, document_id, ordinal, text, tokens) VALUES ",
             );
             for i in 0..batch.len() {
-                let b = i * 5;
+                let b = i * 6;
                 if i > 0 {
                     sql.push_str(", ");
                 }
                 sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${})",
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
                     b + 1,
                     b + 2,
                     b + 3,
                     b + 4,
-                    b + 5
+                    b + 5,
+                    b + 6
                 ));
             }
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for c in batch {
                 q = q
+                    .bind(doc.tenant.clone())
                     .bind(c.chunk_id.clone())
                     .bind(doc.id.clone())
                     .bind(c.ordinal)
@@ -274,13 +284,17 @@ impl Catalog {
     /// Stages the removal of the staged document.
     pub async fn stage_delete(&self, staged: &mut Staged) -> Result<(), CatalogError> {
         if let Some((prev, _)) = &staged.previous {
-            let id = prev.id.clone();
-            Self::delete_rows(&mut staged.tx, &id).await?;
+            let (tenant, id) = (prev.tenant.clone(), prev.id.clone());
+            Self::delete_rows(&mut staged.tx, &tenant, &id).await?;
         }
         Ok(())
     }
 
-    async fn delete_rows(tx: &mut Transaction<'static, Any>, id: &str) -> Result<(), CatalogError> {
+    async fn delete_rows(
+        tx: &mut Transaction<'static, Any>,
+        tenant: &str,
+        id: &str,
+    ) -> Result<(), CatalogError> {
         for table in ["chunks", "document_acl", "document_metadata", "documents"] {
             let column = if table == "documents" {
                 "id"
@@ -288,8 +302,9 @@ impl Catalog {
                 "document_id"
             };
             sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE {column} = $1"
+                "DELETE FROM {table} WHERE tenant = $1 AND {column} = $2"
             )))
+            .bind(tenant.to_owned())
             .bind(id.to_owned())
             .execute(&mut **tx)
             .await?;
@@ -313,7 +328,7 @@ impl Catalog {
             bind(who.tenant.clone(), &mut args)
         );
         let mut who_sql = format!(
-            "SELECT document_id FROM document_acl WHERE (kind = 'u' AND principal = {})",
+            "SELECT document_id FROM document_acl WHERE tenant = d.tenant AND ((kind = 'u' AND principal = {})",
             bind(who.subject.clone(), &mut args)
         );
         if !who.groups.is_empty() {
@@ -327,10 +342,11 @@ impl Catalog {
                 groups.join(", ")
             ));
         }
+        who_sql.push(')');
         sql.push_str(&format!(" AND d.id IN ({who_sql})"));
         for (k, v) in &filter.metadata {
             let (k, v) = (bind(k.clone(), &mut args), bind(v.clone(), &mut args));
-            sql.push_str(&format!(" AND d.id IN (SELECT document_id FROM document_metadata WHERE key = {k} AND value = {v})"));
+            sql.push_str(&format!(" AND d.id IN (SELECT document_id FROM document_metadata WHERE tenant = d.tenant AND key = {k} AND value = {v})"));
         }
         if let Some(c) = &filter.cursor {
             sql.push_str(&format!(" AND d.id > {}", bind(c.clone(), &mut args)));
@@ -359,19 +375,20 @@ impl Catalog {
         })
     }
 
-    /// Chunk texts with their document's title, by chunk id.
+    /// Chunk texts of `tenant` with their document's title, by chunk id.
     pub async fn chunk_texts(
         &self,
+        tenant: &str,
         ids: &[String],
     ) -> Result<std::collections::HashMap<String, ChunkText>, CatalogError> {
         let mut out = std::collections::HashMap::new();
         for batch in ids.chunks(500) {
-            let params: Vec<String> = (1..=batch.len()).map(|i| format!("${i}")).collect();
+            let params: Vec<String> = (2..=batch.len() + 1).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT c.chunk_id, c.document_id, c.ordinal, c.text, d.title FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.chunk_id IN ({})",
+                "SELECT c.chunk_id, c.document_id, c.ordinal, c.text, d.title FROM chunks c JOIN documents d ON d.tenant = c.tenant AND d.id = c.document_id WHERE c.tenant = $1 AND c.chunk_id IN ({})",
                 params.join(", ")
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(tenant.to_owned());
             for id in batch {
                 q = q.bind(id.clone());
             }
@@ -391,15 +408,19 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Every document id with its chunk count (consistency checks, rebuilds).
-    pub async fn all_ids(&self) -> Result<BTreeMap<String, i64>, CatalogError> {
-        let rows = sqlx::query("SELECT id, chunk_count FROM documents")
+    /// Every document's (tenant, id) with its chunk count (consistency
+    /// checks, rebuilds).
+    pub async fn all_ids(&self) -> Result<BTreeMap<(String, String), i64>, CatalogError> {
+        let rows = sqlx::query("SELECT tenant, id, chunk_count FROM documents")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
             .map(|r| {
                 Ok((
-                    r.try_get::<String, _>("id")?,
+                    (
+                        r.try_get::<String, _>("tenant")?,
+                        r.try_get::<String, _>("id")?,
+                    ),
                     r.try_get::<i64, _>("chunk_count")?,
                 ))
             })

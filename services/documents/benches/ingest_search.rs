@@ -397,9 +397,9 @@ async fn main() {
                 });
                 batch.push((id, vec![entry]));
             }
-            let refs: Vec<(&str, &[ChunkEntry])> = batch
+            let refs: Vec<(&str, &str, &[ChunkEntry])> = batch
                 .iter()
-                .map(|(id, c)| (id.as_str(), c.as_slice()))
+                .map(|(id, c)| (c[0].tenant.as_str(), id.as_str(), c.as_slice()))
                 .collect();
             search_index.replace_documents(&refs).unwrap();
             search_vectors.upsert(points).await.unwrap();

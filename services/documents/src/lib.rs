@@ -32,8 +32,6 @@ pub enum ServiceError {
     Vectors(#[from] VectorError),
     #[error(transparent)]
     Embedding(#[from] InferenceError),
-    #[error("document `{0}` belongs to another tenant")]
-    Conflict(String),
     /// The document exists but the caller may not change it: answered
     /// exactly like a document that does not exist.
     #[error("no document `{0}` that you may change")]
@@ -192,10 +190,11 @@ impl DocumentService {
             .collect())
     }
 
-    /// Makes both indexes hold exactly this version of document `id`
-    /// (`None`: nothing). `points` are its vectors when already computed.
+    /// Makes both indexes hold exactly this version of `tenant`'s document
+    /// `id` (`None`: nothing). `points` are its vectors when already computed.
     async fn apply(
         &self,
+        tenant: &str,
         id: &str,
         version: Option<(&Document, &[ChunkRow])>,
         points: Option<Vec<VectorPoint>>,
@@ -206,25 +205,25 @@ impl DocumentService {
             (None, None) => Vec::new(),
         };
         async {
-            self.vectors.delete_document(id).await?;
+            self.vectors.delete_document(tenant, id).await?;
             self.vectors.upsert(points).await
         }
         .instrument(tracing::info_span!("vector_write"))
         .await?;
         let index = self.index.clone();
         let entries = version.map(|(d, c)| entries(d, c)).unwrap_or_default();
-        let doc_id = id.to_owned();
+        let (doc_tenant, doc_id) = (tenant.to_owned(), id.to_owned());
         Self::blocking(move || {
             let _span = tracing::info_span!("index_write").entered();
-            Ok(index.replace_document(&doc_id, &entries)?)
+            Ok(index.replace_document(&doc_tenant, &doc_id, &entries)?)
         })
         .await
     }
 
     /// Puts both indexes back as the catalog still has the document.
-    async fn restore(&self, id: &str, previous: Option<(Document, Vec<ChunkRow>)>) {
+    async fn restore(&self, tenant: &str, id: &str, previous: Option<(Document, Vec<ChunkRow>)>) {
         let version = previous.as_ref().map(|(d, c)| (d, c.as_slice()));
-        if let Err(e) = self.apply(id, version, None).await {
+        if let Err(e) = self.apply(tenant, id, version, None).await {
             tracing::error!(error = %e, document = id, "could not restore the indexes; reconciliation at start-up will");
         }
     }
@@ -240,10 +239,7 @@ impl DocumentService {
     ) -> Result<Outcome, ServiceError> {
         let hash = content_hash(&req);
         let _guard = self.write.lock().await;
-        if let Some(existing) = self.catalog.get(&req.id).await? {
-            if existing.tenant != req.tenant {
-                return Err(ServiceError::Conflict(req.id));
-            }
+        if let Some(existing) = self.catalog.get(&req.tenant, &req.id).await? {
             if !writer.may_change(&existing.tenant, &existing.acl, &existing.created_by) {
                 return Err(ServiceError::NotFound(req.id));
             }
@@ -295,12 +291,8 @@ impl DocumentService {
         };
         // Embedding is the slow part: do it before taking the catalog lock.
         let points = self.points(&doc, &rows).await?;
-        let mut staged = self.catalog.begin_write(&req.id).await?;
+        let mut staged = self.catalog.begin_write(&req.tenant, &req.id).await?;
         match staged.previous.as_ref() {
-            Some((p, _)) if p.tenant != req.tenant => {
-                let _ = staged.rollback().await;
-                return Err(ServiceError::Conflict(req.id));
-            }
             Some((p, _)) if !writer.may_change(&p.tenant, &p.acl, &p.created_by) => {
                 let _ = staged.rollback().await;
                 return Err(ServiceError::NotFound(req.id));
@@ -316,13 +308,16 @@ impl DocumentService {
         };
         let created = staged.previous.is_none();
         let previous = staged.previous.clone();
-        if let Err(e) = self.apply(&doc.id, Some((&doc, &rows)), Some(points)).await {
-            self.restore(&doc.id, previous).await;
+        if let Err(e) = self
+            .apply(&doc.tenant, &doc.id, Some((&doc, &rows)), Some(points))
+            .await
+        {
+            self.restore(&doc.tenant, &doc.id, previous).await;
             let _ = staged.rollback().await;
             return Err(e);
         }
         if let Err(e) = staged.commit().await {
-            self.restore(&doc.id, previous).await;
+            self.restore(&doc.tenant, &doc.id, previous).await;
             return Err(e.into());
         }
         Ok(Outcome {
@@ -341,7 +336,8 @@ impl DocumentService {
         id: &str,
     ) -> Result<Option<Document>, ServiceError> {
         let _guard = self.write.lock().await;
-        let mut staged = self.catalog.begin_write(id).await?;
+        let tenant = deleter.tenant.as_str();
+        let mut staged = self.catalog.begin_write(tenant, id).await?;
         let Some((doc, _)) = staged
             .previous
             .clone()
@@ -355,13 +351,13 @@ impl DocumentService {
             return Err(e.into());
         }
         let previous = staged.previous.clone();
-        if let Err(e) = self.apply(id, None, None).await {
-            self.restore(id, previous).await;
+        if let Err(e) = self.apply(tenant, id, None, None).await {
+            self.restore(tenant, id, previous).await;
             let _ = staged.rollback().await;
             return Err(e);
         }
         if let Err(e) = staged.commit().await {
-            self.restore(id, previous).await;
+            self.restore(tenant, id, previous).await;
             return Err(e.into());
         }
         Ok(Some(doc))
@@ -380,25 +376,26 @@ impl DocumentService {
             documents: catalog.len(),
             ..Default::default()
         };
-        for (id, chunks) in &catalog {
+        for (key, chunks) in &catalog {
             let want = usize::try_from(*chunks).unwrap_or(usize::MAX);
-            if lexical.get(id) != Some(&want) || vectors.get(id) != Some(&want) {
-                let Some(doc) = self.catalog.get(id).await? else {
+            if lexical.get(key) != Some(&want) || vectors.get(key) != Some(&want) {
+                let (tenant, id) = key;
+                let Some(doc) = self.catalog.get(tenant, id).await? else {
                     continue;
                 };
-                let rows = self.catalog.chunks(id).await?;
-                self.apply(id, Some((&doc, &rows)), None).await?;
-                report.repaired.push(id.clone());
+                let rows = self.catalog.chunks(tenant, id).await?;
+                self.apply(tenant, id, Some((&doc, &rows)), None).await?;
+                report.repaired.push(format!("{tenant}/{id}"));
             }
         }
-        let strays: std::collections::BTreeSet<&String> = lexical
+        let strays: std::collections::BTreeSet<&(String, String)> = lexical
             .keys()
             .chain(vectors.keys())
-            .filter(|id| !catalog.contains_key(*id))
+            .filter(|key| !catalog.contains_key(*key))
             .collect();
-        for id in strays {
-            self.apply(id, None, None).await?;
-            report.removed.push(id.clone());
+        for (tenant, id) in strays {
+            self.apply(tenant, id, None, None).await?;
+            report.removed.push(format!("{tenant}/{id}"));
         }
         Ok(report)
     }
@@ -408,9 +405,9 @@ impl DocumentService {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReconcileReport {
     pub documents: usize,
-    /// Re-indexed from the catalog: missing or incomplete in an index.
+    /// Re-indexed from the catalog (`tenant/id`): missing or incomplete in an index.
     pub repaired: Vec<String>,
-    /// Removed from the indexes: not in the catalog.
+    /// Removed from the indexes (`tenant/id`): not in the catalog.
     pub removed: Vec<String>,
 }
 

@@ -81,9 +81,18 @@ pub struct Hit {
     pub text: String,
 }
 
+/// The term a document's chunks share: tenant and id, joined by a byte
+/// neither may contain.
+fn doc_key(tenant: &str, id: &str) -> String {
+    format!("{tenant}\u{0}{id}")
+}
+
 #[derive(Clone, Copy)]
 struct Fields {
     document_id: Field,
+    /// `tenant` and `document_id` as one term: what a replace or delete
+    /// removes (ids are unique within a tenant only).
+    doc_key: Field,
     chunk_id: Field,
     ordinal: Field,
     tenant: Field,
@@ -120,9 +129,10 @@ fn schema() -> (Schema, Fields) {
         .set_stored();
     let fields = Fields {
         document_id: b.add_text_field("document_id", STRING | STORED),
+        doc_key: b.add_text_field("doc_key", STRING),
         chunk_id: b.add_text_field("chunk_id", STRING | STORED),
         ordinal: b.add_u64_field("ordinal", INDEXED | STORED),
-        tenant: b.add_text_field("tenant", STRING),
+        tenant: b.add_text_field("tenant", STRING | STORED),
         acl_group: b.add_text_field("acl_group", STRING),
         acl_user: b.add_text_field("acl_user", STRING),
         title: b.add_text_field("title", multi.clone()),
@@ -156,7 +166,28 @@ impl LexicalIndex {
                 path: dir.display().to_string(),
                 message: e.to_string(),
             })?;
-        let index = Index::open_or_create(directory, schema)?;
+        let index = match Index::open_or_create(directory, schema.clone()) {
+            Ok(index) => index,
+            // The index is derived data: one made under an older schema is
+            // emptied and rebuilt from the catalog by reconciliation.
+            Err(tantivy::TantivyError::SchemaError(e)) => {
+                tracing::warn!(path = %dir.display(), error = %e, "the lexical index has an older schema: emptied; reconciliation rebuilds it from the catalog");
+                std::fs::remove_dir_all(dir)
+                    .and_then(|()| std::fs::create_dir_all(dir))
+                    .map_err(|e| IndexError::Directory {
+                        path: dir.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+                let directory = tantivy::directory::MmapDirectory::open(dir).map_err(|e| {
+                    IndexError::Directory {
+                        path: dir.display().to_string(),
+                        message: e.to_string(),
+                    }
+                })?;
+                Index::open_or_create(directory, schema)?
+            }
+            Err(e) => return Err(e.into()),
+        };
         Self::with_index(index)
     }
 
@@ -185,6 +216,7 @@ impl LexicalIndex {
         let f = self.fields;
         let mut doc = TantivyDocument::default();
         doc.add_text(f.document_id, &c.document_id);
+        doc.add_text(f.doc_key, doc_key(&c.tenant, &c.document_id));
         doc.add_text(f.chunk_id, &c.chunk_id);
         doc.add_u64(f.ordinal, u64::from(c.ordinal));
         doc.add_text(f.tenant, &c.tenant);
@@ -213,12 +245,18 @@ impl LexicalIndex {
         doc
     }
 
-    /// Replaces every chunk of each listed document at once: old chunks go
-    /// and new ones appear in the same commit. Searchable on return.
-    pub fn replace_documents(&self, docs: &[(&str, &[ChunkEntry])]) -> Result<(), IndexError> {
+    /// Replaces every chunk of each listed (tenant, document) at once: old
+    /// chunks go and new ones appear in the same commit. Searchable on return.
+    pub fn replace_documents(
+        &self,
+        docs: &[(&str, &str, &[ChunkEntry])],
+    ) -> Result<(), IndexError> {
         let mut w = self.writer.lock().map_err(|_| IndexError::Poisoned)?;
-        for (id, chunks) in docs {
-            w.delete_term(Term::from_field_text(self.fields.document_id, id));
+        for (tenant, id, chunks) in docs {
+            w.delete_term(Term::from_field_text(
+                self.fields.doc_key,
+                &doc_key(tenant, id),
+            ));
             for c in *chunks {
                 w.add_document(self.to_doc(c))?;
             }
@@ -237,19 +275,21 @@ impl LexicalIndex {
 
     pub fn replace_document(
         &self,
+        tenant: &str,
         document_id: &str,
         chunks: &[ChunkEntry],
     ) -> Result<(), IndexError> {
-        self.replace_documents(&[(document_id, chunks)])
+        self.replace_documents(&[(tenant, document_id, chunks)])
     }
 
     /// Removes every chunk of a document. Gone from search on return.
-    pub fn delete_document(&self, document_id: &str) -> Result<(), IndexError> {
-        self.replace_documents(&[(document_id, &[])])
+    pub fn delete_document(&self, tenant: &str, document_id: &str) -> Result<(), IndexError> {
+        self.replace_documents(&[(tenant, document_id, &[])])
     }
 
-    /// The document ids present, with their chunk counts (consistency checks).
-    pub fn document_counts(&self) -> Result<BTreeMap<String, usize>, IndexError> {
+    /// The (tenant, document id) pairs present, with their chunk counts
+    /// (consistency checks).
+    pub fn document_counts(&self) -> Result<BTreeMap<(String, String), usize>, IndexError> {
         let searcher = self.reader.searcher();
         let mut out = BTreeMap::new();
         for segment in searcher.segment_readers() {
@@ -258,11 +298,15 @@ impl LexicalIndex {
                 .map_err(|e| IndexError::Tantivy(e.into()))?;
             for doc_id in segment.doc_ids_alive() {
                 let doc: TantivyDocument = store.get(doc_id)?;
-                if let Some(id) = doc
-                    .get_first(self.fields.document_id)
-                    .and_then(|v| v.as_str())
+                let text = |field| {
+                    doc.get_first(field)
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                };
+                if let (Some(tenant), Some(id)) =
+                    (text(self.fields.tenant), text(self.fields.document_id))
                 {
-                    *out.entry(id.to_owned()).or_insert(0) += 1;
+                    *out.entry((tenant, id)).or_insert(0) += 1;
                 }
             }
         }

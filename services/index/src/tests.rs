@@ -44,6 +44,7 @@ fn languages_stemming_and_segmentation() {
     let idx = LexicalIndex::in_ram().unwrap();
     let acl = groups(&["staff"]);
     idx.replace_document(
+        "bank",
         "en",
         &[entry(
             "en",
@@ -55,6 +56,7 @@ fn languages_stemming_and_segmentation() {
     )
     .unwrap();
     idx.replace_document(
+        "bank",
         "zh",
         &[entry(
             "zh",
@@ -66,6 +68,7 @@ fn languages_stemming_and_segmentation() {
     )
     .unwrap();
     idx.replace_document(
+        "bank",
         "id",
         &[entry(
             "id",
@@ -111,6 +114,7 @@ fn languages_stemming_and_segmentation() {
 fn acl_and_tenant_are_inside_the_query() {
     let idx = LexicalIndex::in_ram().unwrap();
     idx.replace_document(
+        "bank",
         "a",
         &[entry(
             "a",
@@ -122,6 +126,7 @@ fn acl_and_tenant_are_inside_the_query() {
     )
     .unwrap();
     idx.replace_document(
+        "bank",
         "b",
         &[entry(
             "b",
@@ -136,6 +141,7 @@ fn acl_and_tenant_are_inside_the_query() {
     )
     .unwrap();
     idx.replace_document(
+        "clinic",
         "c",
         &[entry(
             "c",
@@ -147,6 +153,7 @@ fn acl_and_tenant_are_inside_the_query() {
     )
     .unwrap();
     idx.replace_document(
+        "bank",
         "d",
         &[entry(
             "d",
@@ -186,6 +193,7 @@ fn replace_delete_and_metadata_filters() {
     let mut e1 = entry("doc", 0, "t", "first version about mortgages", acl.clone());
     e1.metadata.insert("department".into(), "lending".into());
     idx.replace_document(
+        "t",
         "doc",
         &[
             e1.clone(),
@@ -206,6 +214,7 @@ fn replace_delete_and_metadata_filters() {
     req.metadata.insert("department".into(), "risk".into());
     assert_eq!(idx.search(&req).unwrap().len(), 0);
     idx.replace_document(
+        "t",
         "doc",
         &[entry("doc", 0, "t", "new version about loans", acl)],
     )
@@ -221,8 +230,13 @@ fn replace_delete_and_metadata_filters() {
             .len(),
         1
     );
-    assert_eq!(idx.document_counts().unwrap().get("doc"), Some(&1));
-    idx.delete_document("doc").unwrap();
+    assert_eq!(
+        idx.document_counts()
+            .unwrap()
+            .get(&("t".to_owned(), "doc".to_owned())),
+        Some(&1)
+    );
+    idx.delete_document("t", "doc").unwrap();
     assert!(
         idx.search(&SearchRequest::new(&p, "loans", 10))
             .unwrap()
@@ -237,6 +251,7 @@ fn survives_reopen_on_disk() {
     {
         let idx = LexicalIndex::open(dir.path()).unwrap();
         idx.replace_document(
+            "t",
             "x",
             &[entry("x", 0, "t", "persisted passage", groups(&["g"]))],
         )
@@ -311,9 +326,9 @@ fn corpus() -> &'static Corpus {
             ));
             docs.push((id, tenant.to_owned(), acl));
         }
-        let refs: Vec<(&str, &[ChunkEntry])> = batch
+        let refs: Vec<(&str, &str, &[ChunkEntry])> = batch
             .iter()
-            .map(|(id, c)| (id.as_str(), c.as_slice()))
+            .map(|(id, c)| (c[0].tenant.as_str(), id.as_str(), c.as_slice()))
             .collect();
         index.replace_documents(&refs).unwrap();
         Corpus { index, docs }
@@ -367,7 +382,7 @@ proptest! {
             (format!("d{i}"), t.to_string(), Acl { groups: g.iter().map(|s| s.to_string()).collect(), users: u.iter().map(|s| s.to_string()).collect() })
         }).collect();
         let batch: Vec<(String, Vec<ChunkEntry>)> = docs.iter().map(|(id, t, a)| (id.clone(), vec![entry(id, 0, t, "shared policy text", a.clone())])).collect();
-        let refs: Vec<(&str, &[ChunkEntry])> = batch.iter().map(|(id, c)| (id.as_str(), c.as_slice())).collect();
+        let refs: Vec<(&str, &str, &[ChunkEntry])> = batch.iter().map(|(id, c)| (c[0].tenant.as_str(), id.as_str(), c.as_slice())).collect();
         idx.replace_documents(&refs).unwrap();
         for p in &principals {
             let hits = idx.search(&SearchRequest::new(p, "policy", 100)).unwrap();
@@ -394,7 +409,7 @@ fn snippets_survive_offsets_that_step_back() {
         let text: String = filler.chars().cycle().take(60 + n).collect::<String>()
             + "中华人民共和国香港特别行政区立法会议员宣誓。";
         let id = format!("d{n}");
-        idx.replace_document(&id, &[entry(&id, 0, "t", &text, acl.clone())])
+        idx.replace_document("t", &id, &[entry(&id, 0, "t", &text, acl.clone())])
             .unwrap();
     }
     let hits = idx

@@ -233,7 +233,7 @@ impl Retriever {
             .map(|r| r.chunk_id.clone())
             .collect();
         if !wanted.is_empty() {
-            let texts = self.catalog.chunk_texts(&wanted).await?;
+            let texts = self.catalog.chunk_texts(&p.tenant, &wanted).await?;
             for r in ranked.iter_mut().filter(|r| r.text.is_empty()) {
                 if let Some(c) = texts.get(&r.chunk_id) {
                     r.title = c.title.clone();

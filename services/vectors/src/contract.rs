@@ -120,10 +120,24 @@ async fn contract(store: &dyn VectorStore) {
         )])
         .await
         .unwrap();
+    let key = |t: &str, d: &str| (t.to_owned(), d.to_owned());
+    // Another tenant's document under the same id is its own document.
+    store
+        .upsert(vec![point(
+            "d1:0",
+            "d1",
+            "clinic",
+            &["treasury"],
+            &[],
+            unit(0),
+        )])
+        .await
+        .unwrap();
     let counts = store.document_counts().await.unwrap();
-    assert_eq!(counts.get("d1"), Some(&2));
-    assert_eq!(counts.get("d2"), Some(&1));
-    store.delete_document("d1").await.unwrap();
+    assert_eq!(counts.get(&key("bank", "d1")), Some(&2));
+    assert_eq!(counts.get(&key("bank", "d2")), Some(&1));
+    assert_eq!(counts.get(&key("clinic", "d1")), Some(&1));
+    store.delete_document("bank", "d1").await.unwrap();
     assert!(
         store
             .search(&VectorQuery::new(&treasurer, unit(0), 10))
@@ -131,7 +145,30 @@ async fn contract(store: &dyn VectorStore) {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.document_counts().await.unwrap().get("d1"), None);
+    let counts = store.document_counts().await.unwrap();
+    assert_eq!(counts.get(&key("bank", "d1")), None);
+    assert_eq!(
+        counts.get(&key("clinic", "d1")),
+        Some(&1),
+        "the other tenant's d1 stays"
+    );
+    let nurse = principal("nina", "clinic", &["treasury"]);
+    assert!(
+        ids(store
+            .search(&VectorQuery::new(&nurse, unit(0), 10))
+            .await
+            .unwrap())
+        .contains(&"d1:0".to_owned())
+    );
+    store.delete_document("clinic", "d1").await.unwrap();
+    assert_eq!(
+        store
+            .document_counts()
+            .await
+            .unwrap()
+            .get(&key("clinic", "d1")),
+        None
+    );
 }
 
 #[tokio::test]

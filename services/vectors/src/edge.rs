@@ -7,9 +7,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use qdrant_edge::{
     Condition, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfig, EdgeShard, EdgeVectorParams,
-    FacetRequest, FacetValue, FieldCondition, FieldIndexOperations, Filter, JsonPath, Match,
-    NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStruct, QueryEnum, SearchRequest, UpdateOperation, WithPayloadInterface,
+    FacetRequest, FacetValue, FacetValueHit, FieldCondition, FieldIndexOperations, Filter,
+    JsonPath, Match, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId,
+    PointInsertOperations, PointOperations, PointStruct, QueryEnum, SearchRequest, UpdateOperation,
+    WithPayloadInterface,
 };
 
 use crate::{
@@ -131,7 +132,7 @@ impl VectorStore for EdgeStore {
                 .iter()
                 .map(|p| {
                     PointStruct::new(
-                        PointId::Uuid(point_uuid(&p.chunk_id)),
+                        PointId::Uuid(point_uuid(&p.tenant, &p.chunk_id)),
                         p.vector.clone(),
                         payload(p),
                     )
@@ -149,8 +150,14 @@ impl VectorStore for EdgeStore {
         .await
     }
 
-    async fn delete_document(&self, document_id: &str) -> Result<(), VectorError> {
-        let f = filter(vec![keyword("document_id", document_id)?], Vec::new());
+    async fn delete_document(&self, tenant: &str, document_id: &str) -> Result<(), VectorError> {
+        let f = filter(
+            vec![
+                keyword("tenant", tenant)?,
+                keyword("document_id", document_id)?,
+            ],
+            Vec::new(),
+        );
         self.blocking(move |shard| {
             shard
                 .update(UpdateOperation::PointOperation(
@@ -196,23 +203,38 @@ impl VectorStore for EdgeStore {
         .await
     }
 
-    async fn document_counts(&self) -> Result<BTreeMap<String, usize>, VectorError> {
-        let request = FacetRequest {
-            key: key("document_id")?,
+    async fn document_counts(&self) -> Result<BTreeMap<(String, String), usize>, VectorError> {
+        // Tenants first, then each tenant's documents: two exact facets on
+        // the keyword indexes the store was created with.
+        let tenants = FacetRequest {
+            key: key("tenant")?,
             limit: usize::MAX / 2,
             filter: None,
             exact: true,
         };
+        let document_key = key("document_id")?;
         self.blocking(move |shard| {
-            let response = shard.facet(request).map_err(err)?;
-            Ok(response
-                .hits
-                .into_iter()
-                .filter_map(|h| match h.value {
-                    FacetValue::Keyword(k) => Some((k, h.count)),
-                    _ => None,
-                })
-                .collect())
+            let keywords = |hits: Vec<FacetValueHit>| -> Vec<(String, usize)> {
+                hits.into_iter()
+                    .filter_map(|h| match h.value {
+                        FacetValue::Keyword(k) => Some((k, h.count)),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            let mut out = BTreeMap::new();
+            for (tenant, _) in keywords(shard.facet(tenants).map_err(err)?.hits) {
+                let request = FacetRequest {
+                    key: document_key.clone(),
+                    limit: usize::MAX / 2,
+                    filter: Some(filter(vec![keyword("tenant", &tenant)?], Vec::new())),
+                    exact: true,
+                };
+                for (id, count) in keywords(shard.facet(request).map_err(err)?.hits) {
+                    out.insert((tenant.clone(), id), count);
+                }
+            }
+            Ok(out)
         })
         .await
     }

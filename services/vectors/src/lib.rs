@@ -72,12 +72,13 @@ impl<'a> VectorQuery<'a> {
 pub trait VectorStore: Send + Sync {
     /// Adds or replaces points (by chunk id).
     async fn upsert(&self, points: Vec<VectorPoint>) -> Result<(), VectorError>;
-    /// Removes every point of a document.
-    async fn delete_document(&self, document_id: &str) -> Result<(), VectorError>;
+    /// Removes every point of a tenant's document (ids are unique within a
+    /// tenant only).
+    async fn delete_document(&self, tenant: &str, document_id: &str) -> Result<(), VectorError>;
     /// Nearest chunks the principal may see, best first.
     async fn search(&self, query: &VectorQuery<'_>) -> Result<Vec<VectorHit>, VectorError>;
-    /// Points per document id (consistency checks against the catalog).
-    async fn document_counts(&self) -> Result<BTreeMap<String, usize>, VectorError>;
+    /// Points per (tenant, document id) (consistency checks against the catalog).
+    async fn document_counts(&self) -> Result<BTreeMap<(String, String), usize>, VectorError>;
     /// Which backend this is, for logs and metrics.
     fn backend(&self) -> &'static str;
     /// Builds search indexes for what was written since the last call
@@ -87,11 +88,16 @@ pub trait VectorStore: Send + Sync {
     }
 }
 
-/// Point ids are UUIDs derived from the chunk id, so an upsert of the same
-/// chunk replaces it in either backend.
-pub fn point_uuid(chunk_id: &str) -> uuid::Uuid {
+/// Point ids are UUIDs derived from the tenant and the chunk id, so an
+/// upsert of the same chunk replaces it in either backend, and two tenants'
+/// equal ids never meet.
+pub fn point_uuid(tenant: &str, chunk_id: &str) -> uuid::Uuid {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(chunk_id.as_bytes());
+    let mut h = Sha256::new();
+    h.update(tenant.as_bytes());
+    h.update([0u8]);
+    h.update(chunk_id.as_bytes());
+    let digest = h.finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_custom_bytes(bytes).into_uuid()

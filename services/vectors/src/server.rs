@@ -111,7 +111,7 @@ impl VectorStore for ServerStore {
             .map(|p| {
                 let payload = Payload::try_from(payload(p)).unwrap_or_default();
                 PointStruct::new(
-                    point_uuid(&p.chunk_id).to_string(),
+                    point_uuid(&p.tenant, &p.chunk_id).to_string(),
                     p.vector.clone(),
                     payload,
                 )
@@ -124,14 +124,14 @@ impl VectorStore for ServerStore {
         Ok(())
     }
 
-    async fn delete_document(&self, document_id: &str) -> Result<(), VectorError> {
+    async fn delete_document(&self, tenant: &str, document_id: &str) -> Result<(), VectorError> {
         self.client
             .delete_points(
                 DeletePointsBuilder::new(&self.collection)
-                    .points(Filter::must([Condition::matches(
-                        "document_id",
-                        document_id.to_owned(),
-                    )]))
+                    .points(Filter::must([
+                        Condition::matches("tenant", tenant.to_owned()),
+                        Condition::matches("document_id", document_id.to_owned()),
+                    ]))
                     .wait(true),
             )
             .await
@@ -168,24 +168,42 @@ impl VectorStore for ServerStore {
             .collect())
     }
 
-    async fn document_counts(&self) -> Result<BTreeMap<String, usize>, VectorError> {
-        let response = self
+    async fn document_counts(&self) -> Result<BTreeMap<(String, String), usize>, VectorError> {
+        fn keywords(hits: Vec<qdrant_client::qdrant::FacetHit>) -> Vec<(String, usize)> {
+            hits.into_iter()
+                .filter_map(|h| match h.value.and_then(|v| v.variant) {
+                    Some(facet_value::Variant::StringValue(s)) => Some((s, h.count as usize)),
+                    _ => None,
+                })
+                .collect()
+        }
+        // Tenants first, then each tenant's documents.
+        let tenants = self
             .client
             .facet(
-                FacetCountsBuilder::new(&self.collection, "document_id")
+                FacetCountsBuilder::new(&self.collection, "tenant")
                     .limit(u64::MAX / 2)
                     .exact(true),
             )
             .await
             .map_err(err)?;
-        Ok(response
-            .hits
-            .into_iter()
-            .filter_map(|h| match h.value.and_then(|v| v.variant) {
-                Some(facet_value::Variant::StringValue(s)) => Some((s, h.count as usize)),
-                _ => None,
-            })
-            .collect())
+        let mut out = BTreeMap::new();
+        for (tenant, _) in keywords(tenants.hits) {
+            let documents = self
+                .client
+                .facet(
+                    FacetCountsBuilder::new(&self.collection, "document_id")
+                        .filter(Filter::must([Condition::matches("tenant", tenant.clone())]))
+                        .limit(u64::MAX / 2)
+                        .exact(true),
+                )
+                .await
+                .map_err(err)?;
+            for (id, count) in keywords(documents.hits) {
+                out.insert((tenant.clone(), id), count);
+            }
+        }
+        Ok(out)
     }
 
     fn backend(&self) -> &'static str {

@@ -47,9 +47,6 @@ pub fn problem_of(e: ServiceError) -> Problem {
             ErrorCode::NotFound,
             "no document with that id is visible to you",
         ),
-        ServiceError::Conflict(id) => {
-            Problem::new(ErrorCode::Conflict, format!("document `{id}` belongs to another tenant")).field("id")
-        }
         other => {
             tracing::error!(error = %other, "document write failed");
             Problem::internal("the document could not be stored; nothing was written")
@@ -504,7 +501,7 @@ pub async fn get(
     let doc = state
         .documents
         .catalog()
-        .get(&id)
+        .get(&auth.principal.tenant, &id)
         .await
         .map_err(|_| Problem::internal("the catalog could not be read"))?;
     match doc {
