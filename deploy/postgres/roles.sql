@@ -7,10 +7,15 @@
 -- it before the triggers are reached, and keep `sovra_app` from dropping or
 -- disabling them, which only a table owner or superuser can do).
 --
---   psql -v app_password="'...'" -f deploy/postgres/roles.sql sovra
+--   psql -v app_password='...' -f deploy/postgres/roles.sql sovra
+--
+-- Safe to run again (after a new migration, say): roles are created only
+-- when absent, grants are idempotent.
 
-CREATE ROLE sovra_owner NOLOGIN;
-CREATE ROLE sovra_app LOGIN PASSWORD :app_password;
+SELECT 'CREATE ROLE sovra_owner NOLOGIN'
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sovra_owner') \gexec
+SELECT format('CREATE ROLE sovra_app LOGIN PASSWORD %L', :'app_password')
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sovra_app') \gexec
 
 GRANT CONNECT ON DATABASE :"DBNAME" TO sovra_app;
 GRANT USAGE ON SCHEMA public TO sovra_app;
@@ -21,6 +26,10 @@ GRANT SELECT, INSERT ON audit_events, audit_event_documents, audit_checkpoints T
 -- only to the role that runs `sovra audit prune` (or the gateway, when
 -- audit.retention_days is set on it).
 -- GRANT DELETE ON audit_events, audit_event_documents TO sovra_app;
+
+-- Catalog: the documents, their ACL, metadata and chunk text are the
+-- gateway's to write, replace and delete (the indexes are rebuilt from them).
+GRANT SELECT, INSERT, UPDATE, DELETE ON documents, document_acl, document_metadata, chunks TO sovra_app;
 
 -- Readiness reads the migration history.
 GRANT SELECT ON _sqlx_migrations TO sovra_app;

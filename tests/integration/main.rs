@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod config;
 mod crash;
+mod deploy;
 mod documents;
 mod evaluation;
 mod hardening;

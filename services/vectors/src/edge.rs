@@ -223,7 +223,10 @@ impl VectorStore for EdgeStore {
                     .collect()
             };
             let mut out = BTreeMap::new();
-            for (tenant, _) in keywords(shard.facet(tenants).map_err(err)?.hits) {
+            for (tenant, _) in keywords(shard.facet(tenants).map_err(err)?.hits)
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+            {
                 let request = FacetRequest {
                     key: document_key.clone(),
                     limit: usize::MAX / 2,
@@ -231,7 +234,9 @@ impl VectorStore for EdgeStore {
                     exact: true,
                 };
                 for (id, count) in keywords(shard.facet(request).map_err(err)?.hits) {
-                    out.insert((tenant.clone(), id), count);
+                    if count > 0 {
+                        out.insert((tenant.clone(), id), count);
+                    }
                 }
             }
             Ok(out)

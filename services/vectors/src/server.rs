@@ -188,7 +188,7 @@ impl VectorStore for ServerStore {
             .await
             .map_err(err)?;
         let mut out = BTreeMap::new();
-        for (tenant, _) in keywords(tenants.hits) {
+        for (tenant, _) in keywords(tenants.hits).into_iter().filter(|(_, n)| *n > 0) {
             let documents = self
                 .client
                 .facet(
@@ -199,8 +199,12 @@ impl VectorStore for ServerStore {
                 )
                 .await
                 .map_err(err)?;
+            // A server may still list a deleted document's value with a
+            // count of 0 until its index is compacted: that is no document.
             for (id, count) in keywords(documents.hits) {
-                out.insert((tenant.clone(), id), count);
+                if count > 0 {
+                    out.insert((tenant.clone(), id), count);
+                }
             }
         }
         Ok(out)
