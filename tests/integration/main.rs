@@ -15,4 +15,5 @@ mod evaluation;
 mod hardening;
 mod http;
 mod pages;
+mod replicas;
 mod retrieval;

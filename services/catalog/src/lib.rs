@@ -64,6 +64,9 @@ pub struct ChunkText {
     pub ordinal: i64,
     pub text: String,
     pub title: String,
+    /// The document's ACL now: a hit is served only if it admits the caller.
+    pub acl: Acl,
+    pub version: i64,
 }
 
 /// Filters for listing; visibility to the principal is always applied.
@@ -375,7 +378,9 @@ impl Catalog {
         })
     }
 
-    /// Chunk texts of `tenant` with their document's title, by chunk id.
+    /// The current chunks of `tenant` with their document's title, ACL and
+    /// version, by chunk id, in one query per 500 ids: what search results
+    /// are checked against before they leave the gateway.
     pub async fn chunk_texts(
         &self,
         tenant: &str,
@@ -385,7 +390,7 @@ impl Catalog {
         for batch in ids.chunks(500) {
             let params: Vec<String> = (2..=batch.len() + 1).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT c.chunk_id, c.document_id, c.ordinal, c.text, d.title FROM chunks c JOIN documents d ON d.tenant = c.tenant AND d.id = c.document_id WHERE c.tenant = $1 AND c.chunk_id IN ({})",
+                "SELECT c.chunk_id, c.document_id, c.ordinal, c.text, d.title, d.acl, d.version FROM chunks c JOIN documents d ON d.tenant = c.tenant AND d.id = c.document_id WHERE c.tenant = $1 AND c.chunk_id IN ({})",
                 params.join(", ")
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).bind(tenant.to_owned());
@@ -394,6 +399,12 @@ impl Catalog {
             }
             for r in q.fetch_all(&self.pool).await? {
                 let chunk_id: String = r.try_get("chunk_id")?;
+                let acl = serde_json::from_str(&r.try_get::<String, _>("acl")?).map_err(|e| {
+                    CatalogError::Corrupt {
+                        id: chunk_id.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
                 out.insert(
                     chunk_id,
                     ChunkText {
@@ -401,6 +412,8 @@ impl Catalog {
                         ordinal: r.try_get("ordinal")?,
                         text: r.try_get("text")?,
                         title: r.try_get("title")?,
+                        acl,
+                        version: r.try_get("version")?,
                     },
                 );
             }

@@ -209,12 +209,10 @@ impl Retriever {
             r.lexical_score = Some(h.score);
             r.score += 1.0 / (self.rrf_k + (rank + 1) as f32);
         }
-        let mut missing = Vec::new();
         for (rank, h) in dense.into_iter().enumerate() {
-            let r = fused.entry(h.chunk_id.clone()).or_insert_with(|| {
-                missing.push(h.chunk_id.clone());
-                Retrieved::empty(&h.document_id, &h.chunk_id)
-            });
+            let r = fused
+                .entry(h.chunk_id.clone())
+                .or_insert_with(|| Retrieved::empty(&h.document_id, &h.chunk_id));
             r.dense_rank = Some(rank + 1);
             r.dense_score = Some(h.score);
             r.score += 1.0 / (self.rrf_k + (rank + 1) as f32);
@@ -225,26 +223,43 @@ impl Retriever {
                 .total_cmp(&a.score)
                 .then_with(|| a.chunk_id.cmp(&b.chunk_id))
         });
-        ranked.truncate(top_k);
-        // Dense-only hits: their text and title come from the catalog.
-        let wanted: Vec<String> = ranked
-            .iter()
-            .filter(|r| missing.contains(&r.chunk_id))
-            .map(|r| r.chunk_id.clone())
-            .collect();
-        if !wanted.is_empty() {
-            let texts = self.catalog.chunk_texts(&p.tenant, &wanted).await?;
-            for r in ranked.iter_mut().filter(|r| r.text.is_empty()) {
-                if let Some(c) = texts.get(&r.chunk_id) {
-                    r.title = c.title.clone();
-                    r.ordinal = u32::try_from(c.ordinal).unwrap_or(0);
-                    r.text = c.text.clone();
+        // Every candidate is checked against the catalog (the source of
+        // truth) in one query before it leaves: an index can lag behind it
+        // (another replica wrote, or a crash came between the two), so a
+        // chunk the catalog no longer has, or whose document's ACL no longer
+        // admits the caller, is dropped, and the text and title served are
+        // the catalog's. Candidates are checked in ranked order until
+        // `top_k` survive.
+        let mut kept = Vec::with_capacity(top_k);
+        for window in ranked.chunks(top_k.max(1) * 2) {
+            let ids: Vec<String> = window.iter().map(|r| r.chunk_id.clone()).collect();
+            let current = self
+                .catalog
+                .chunk_texts(&p.tenant, &ids)
+                .instrument(tracing::info_span!("retrieve_recheck"))
+                .await?;
+            for r in window {
+                let Some(c) = current.get(&r.chunk_id) else {
+                    tracing::debug!(chunk = %r.chunk_id, "stale hit dropped: the catalog no longer has the chunk");
+                    continue;
+                };
+                if c.document_id != r.document_id || !p.may_see(&p.tenant, &c.acl) {
+                    tracing::debug!(chunk = %r.chunk_id, "stale hit dropped: the document's ACL no longer admits the caller");
+                    continue;
+                }
+                let mut r = r.clone();
+                r.title = c.title.clone();
+                r.ordinal = u32::try_from(c.ordinal).unwrap_or(0);
+                if r.text != c.text || r.snippet.is_empty() {
                     r.snippet = sovra_index::plain_snippet(&c.text);
                 }
+                r.text = c.text.clone();
+                kept.push(r);
+                if kept.len() == top_k {
+                    return Ok(kept);
+                }
             }
-            // A vector whose chunk the catalog no longer has is stale: drop it.
-            ranked.retain(|r| !r.text.is_empty());
         }
-        Ok(ranked)
+        Ok(kept)
     }
 }
