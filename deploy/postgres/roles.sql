@@ -30,6 +30,9 @@ GRANT SELECT, INSERT ON audit_events, audit_event_documents, audit_checkpoints T
 -- Catalog: the documents, their ACL, metadata and chunk text are the
 -- gateway's to write, replace and delete (the indexes are rebuilt from them).
 GRANT SELECT, INSERT, UPDATE, DELETE ON documents, document_acl, document_metadata, chunks TO sovra_app;
+-- The change sequence replicas follow: appended with each write, read by all.
+GRANT SELECT, INSERT ON catalog_changes TO sovra_app;
+GRANT USAGE ON SEQUENCE catalog_changes_seq_seq TO sovra_app;
 
 -- Readiness reads the migration history.
 GRANT SELECT ON _sqlx_migrations TO sovra_app;

@@ -83,6 +83,56 @@ pub struct DocumentPage {
     pub next_cursor: Option<String>,
 }
 
+/// One entry of the catalog's change sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: i64,
+    pub tenant: String,
+    pub document_id: String,
+    /// The version written; `None`: the document was deleted.
+    pub version: Option<i64>,
+    /// When the change was staged, in microseconds since the epoch.
+    pub ts_us: i64,
+}
+
+/// The PostgreSQL channel a change is announced on (by a trigger).
+pub const CHANGES_CHANNEL: &str = "sovra_catalog_changes";
+
+/// Wakes `wake` on every change announced on PostgreSQL at `url`, for as
+/// long as it runs; reconnects after a lost connection (the follower polls
+/// meanwhile).
+pub async fn listen_for_changes(url: String, wake: std::sync::Arc<tokio::sync::Notify>) {
+    loop {
+        match sqlx::postgres::PgListener::connect(&url).await {
+            Ok(mut listener) => match listener.listen(CHANGES_CHANNEL).await {
+                Ok(()) => {
+                    while listener.recv().await.is_ok() {
+                        wake.notify_one();
+                    }
+                    tracing::warn!(
+                        "the catalog change notifications stopped; polling, reconnecting"
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "LISTEN for catalog changes failed; polling"),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no connection for catalog change notifications; polling")
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+}
+
+/// The advisory lock that serializes appends to the change sequence.
+const CHANGES_LOCK: i64 = 0x5307_7a00_c4a1_0001;
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 #[derive(Clone)]
 pub struct Catalog {
     pool: AnyPool,
@@ -96,6 +146,9 @@ pub struct Staged {
     /// commit fails), or `None` for a new document.
     pub previous: Option<(Document, Vec<ChunkRow>)>,
     pub document: Option<Document>,
+    /// The change-sequence number this write appended, once staged.
+    pub change_seq: Option<i64>,
+    postgres: bool,
 }
 
 impl Staged {
@@ -184,6 +237,8 @@ impl Catalog {
             tx,
             previous,
             document: None,
+            change_seq: None,
+            postgres: self.postgres,
         })
     }
 
@@ -280,8 +335,71 @@ impl Catalog {
             }
             q.execute(&mut **tx).await?;
         }
+        staged.change_seq = Some(
+            Self::append_change(tx, staged.postgres, &doc.tenant, &doc.id, Some(doc.version))
+                .await?,
+        );
         staged.document = Some(doc.clone());
         Ok(doc)
+    }
+
+    /// Appends one row to the change sequence inside the write's
+    /// transaction. On PostgreSQL a transaction-scoped advisory lock first
+    /// serializes appenders, so sequence numbers become visible in commit
+    /// order (SQLite's writers are serialized already).
+    async fn append_change(
+        tx: &mut Transaction<'static, Any>,
+        postgres: bool,
+        tenant: &str,
+        id: &str,
+        version: Option<i64>,
+    ) -> Result<i64, CatalogError> {
+        if postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(CHANGES_LOCK)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let row = sqlx::query(
+            "INSERT INTO catalog_changes (tenant, document_id, version, ts_us) VALUES ($1, $2, $3, $4) RETURNING seq",
+        )
+        .bind(tenant.to_owned())
+        .bind(id.to_owned())
+        .bind(version)
+        .bind(now_us())
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(row.try_get("seq")?)
+    }
+
+    /// Changes after `seq`, oldest first, at most `limit`.
+    pub async fn changes_after(&self, seq: i64, limit: i64) -> Result<Vec<Change>, CatalogError> {
+        sqlx::query(
+            "SELECT seq, tenant, document_id, version, ts_us FROM catalog_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(seq)
+        .bind(limit.max(1))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Change {
+                seq: r.try_get("seq")?,
+                tenant: r.try_get("tenant")?,
+                document_id: r.try_get("document_id")?,
+                version: r.try_get("version")?,
+                ts_us: r.try_get("ts_us")?,
+            })
+        })
+        .collect()
+    }
+
+    /// The newest change-sequence number (0 before any write).
+    pub async fn last_change_seq(&self) -> Result<i64, CatalogError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM catalog_changes")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("seq")?)
     }
 
     /// Stages the removal of the staged document.
@@ -289,6 +407,9 @@ impl Catalog {
         if let Some((prev, _)) = &staged.previous {
             let (tenant, id) = (prev.tenant.clone(), prev.id.clone());
             Self::delete_rows(&mut staged.tx, &tenant, &id).await?;
+            staged.change_seq = Some(
+                Self::append_change(&mut staged.tx, staged.postgres, &tenant, &id, None).await?,
+            );
         }
         Ok(())
     }

@@ -46,6 +46,27 @@ pub struct Settings {
     pub vectors: VectorSettings,
     pub generator: GeneratorSettings,
     pub answer: AnswerSettings,
+    pub replication: ReplicationSettings,
+}
+
+/// How a replica follows the catalog's change sequence into its own indexes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationSettings {
+    /// Apply other replicas' catalog changes to this replica's indexes.
+    pub follow: bool,
+    /// Longest wait for a change without a notification, in milliseconds
+    /// (PostgreSQL notifies at once; SQLite has only this).
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ReplicationSettings {
+    fn default() -> Self {
+        Self {
+            follow: true,
+            poll_interval_ms: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,6 +20,9 @@ use tracing::Instrument;
 
 use sovra_ingest::{Chunker, Format, IngestError, Limits, Parsing};
 
+mod follow;
+pub use follow::{FollowObserver, FollowProgress, Follower, FollowerOptions};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error(transparent)]
@@ -72,6 +75,9 @@ pub struct DocumentService {
     parsing: Parsing,
     /// One writer at a time: the index has a single writer anyway.
     write: Mutex<()>,
+    /// Change-sequence numbers this replica wrote and applied itself: its
+    /// follower skips them.
+    own_changes: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
 
 fn content_hash(d: &NewDocument) -> String {
@@ -127,7 +133,62 @@ impl DocumentService {
             limits,
             parsing: Parsing::InProcess,
             write: Mutex::new(()),
+            own_changes: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Records a change this replica applies itself (before its commit, so
+    /// the follower never sees it unmarked).
+    fn note_own(&self, seq: Option<i64>) {
+        if let (Some(seq), Ok(mut own)) = (seq, self.own_changes.lock()) {
+            own.insert(seq);
+        }
+    }
+
+    fn forget_own(&self, seq: Option<i64>) {
+        if let (Some(seq), Ok(mut own)) = (seq, self.own_changes.lock()) {
+            own.remove(&seq);
+        }
+    }
+
+    /// Whether change `seq` was written (and applied) here; forgets it.
+    pub(crate) fn take_own(&self, seq: i64) -> bool {
+        self.own_changes
+            .lock()
+            .map(|mut own| own.remove(&seq))
+            .unwrap_or(false)
+    }
+
+    /// Makes this replica's indexes hold the catalog's current version of
+    /// `tenant`'s document `id` (nothing, if it is gone). With `vectors`
+    /// false only the lexical index is written (a shared vector store
+    /// already holds what the writing replica put there).
+    pub async fn sync_document(
+        &self,
+        tenant: &str,
+        id: &str,
+        vectors: bool,
+    ) -> Result<(), ServiceError> {
+        let _guard = self.write.lock().await;
+        let current = match self.catalog.get(tenant, id).await? {
+            Some(doc) => {
+                let rows = self.catalog.chunks(tenant, id).await?;
+                Some((doc, rows))
+            }
+            None => None,
+        };
+        let version = current.as_ref().map(|(d, c)| (d, c.as_slice()));
+        if vectors {
+            return self.apply(tenant, id, version, None).await;
+        }
+        let index = self.index.clone();
+        let entries = version.map(|(d, c)| entries(d, c)).unwrap_or_default();
+        let (t, i) = (tenant.to_owned(), id.to_owned());
+        Self::blocking(move || {
+            let _span = tracing::info_span!("index_write").entered();
+            Ok(index.replace_document(&t, &i, &entries)?)
+        })
+        .await
     }
 
     /// Where documents are parsed (in this process unless set).
@@ -316,7 +377,10 @@ impl DocumentService {
             let _ = staged.rollback().await;
             return Err(e);
         }
+        let seq = staged.change_seq;
+        self.note_own(seq);
         if let Err(e) = staged.commit().await {
+            self.forget_own(seq);
             self.restore(&doc.tenant, &doc.id, previous).await;
             return Err(e.into());
         }
@@ -356,7 +420,10 @@ impl DocumentService {
             let _ = staged.rollback().await;
             return Err(e);
         }
+        let seq = staged.change_seq;
+        self.note_own(seq);
         if let Err(e) = staged.commit().await {
+            self.forget_own(seq);
             self.restore(tenant, id, previous).await;
             return Err(e.into());
         }

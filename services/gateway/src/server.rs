@@ -52,7 +52,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         .context_tokens
         .min(generation.generator().context_tokens());
     let marker_bans = sovra_answer::marker_bans(generation.generator().as_ref());
-    let (documents, retriever) = open_documents(&settings, &store).await?;
+    let (documents, retriever, follow_from) = open_documents(&settings, &store).await?;
+    if settings.replication.follow
+        && let Some(from) = follow_from
+    {
+        spawn_follower(&settings, &store, &metrics, documents.clone(), from);
+    }
     let denials = Arc::new(crate::denials::DenialLimiter::new(
         settings.audit.denials_per_minute,
     ));
@@ -207,6 +212,7 @@ pub async fn open_documents(
 ) -> anyhow::Result<(
     Arc<sovra_documents::DocumentService>,
     Arc<sovra_retrieval::Retriever>,
+    Option<i64>,
 )> {
     let tokenizer = settings.tokenizer_file();
     if !tokenizer.exists() {
@@ -279,7 +285,16 @@ pub async fn open_documents(
         )
         .with_parsing(parsing(i)?),
     );
-    if settings.vectors.reconcile_on_start && !store.ready().await.unwrap_or(false) {
+    // Where following the change sequence starts when this replica never
+    // followed: the last change before reconciliation (which brings the
+    // indexes up to the catalog), so nothing committed meanwhile is missed.
+    let ready = store.ready().await.unwrap_or(false);
+    let follow_from = if ready {
+        Some(documents.catalog().last_change_seq().await?)
+    } else {
+        None
+    };
+    if settings.vectors.reconcile_on_start && !ready {
         tracing::warn!(
             "database migrations are not applied: reconciliation skipped (run `sovra migrate`, then restart)"
         );
@@ -309,7 +324,45 @@ pub async fn open_documents(
             }
         }
     });
-    Ok((documents, retriever))
+    Ok((documents, retriever, follow_from))
+}
+
+/// Follows the catalog's change sequence into this replica's indexes, woken
+/// by PostgreSQL notifications (polling covers a lost connection, and is all
+/// SQLite has).
+fn spawn_follower(
+    settings: &Settings,
+    store: &sovra_audit::SqlStore,
+    metrics: &Metrics,
+    documents: Arc<sovra_documents::DocumentService>,
+    fresh_from: i64,
+) {
+    let observer: sovra_documents::FollowObserver = {
+        let m = metrics.clone();
+        Arc::new(move |p: sovra_documents::FollowProgress| {
+            m.replication_applied_seq.set(p.applied_seq);
+            if p.changes > p.own {
+                m.replication_lag_seconds.observe(p.lag_seconds);
+            }
+        })
+    };
+    let follower = sovra_documents::Follower::new(
+        documents,
+        sovra_documents::FollowerOptions {
+            state_file: settings.storage.data_dir.join("index/applied-seq"),
+            poll: Duration::from_millis(settings.replication.poll_interval_ms.max(10)),
+            local_vectors: settings.vectors.backend == sovra_config::VectorBackend::Edge,
+            observer: Some(observer),
+        },
+    );
+    let from = follower.saved_seq().unwrap_or(fresh_from);
+    if store.backend() == sovra_audit::Backend::Postgres {
+        tokio::spawn(sovra_catalog::listen_for_changes(
+            settings.database_url(),
+            follower.waker(),
+        ));
+    }
+    tokio::spawn(follower.run(from));
 }
 
 /// Where uploads are parsed: a child process of this same binary, limited,

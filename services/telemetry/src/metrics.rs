@@ -2,8 +2,8 @@
 //! codes and reason codes; never a subject, document id or query.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -22,6 +22,10 @@ pub struct Metrics {
     pub generation_first_token_seconds: Histogram,
     /// Generations by finish reason (`stop`, `length`, `cancelled`, `error`, `queue_full`).
     pub generations: IntCounterVec,
+    /// The last catalog change this replica applied to its indexes.
+    pub replication_applied_seq: IntGauge,
+    /// From a change's commit to its application on this replica.
+    pub replication_lag_seconds: Histogram,
 }
 
 fn must<T>(r: Result<T, prometheus::Error>) -> Result<T, String> {
@@ -96,8 +100,23 @@ impl Metrics {
             Opts::new("generations_total", "Generations by outcome"),
             &["outcome"],
         ))?;
+        let replication_applied_seq = must(IntGauge::new(
+            "replication_applied_seq",
+            "The last catalog change-sequence number applied to this replica's indexes",
+        ))?;
+        let replication_lag_seconds = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "replication_lag_seconds",
+                "From a catalog change's commit to its application on this replica",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+            ]),
+        ))?;
         for c in [
-            Box::new(generator_info.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(replication_applied_seq.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(replication_lag_seconds.clone()),
+            Box::new(generator_info.clone()),
             Box::new(generation_tokens.clone()),
             Box::new(generation_first_token_seconds.clone()),
             Box::new(generations.clone()),
@@ -122,6 +141,8 @@ impl Metrics {
             generation_tokens,
             generation_first_token_seconds,
             generations,
+            replication_applied_seq,
+            replication_lag_seconds,
         })
     }
 
