@@ -54,7 +54,7 @@ fn sorted(v: &serde_json::Value) -> serde_json::Value {
 }
 
 /// The bytes that are hashed for a record at `seq`.
-pub fn canonical_bytes(seq: i64, e: &AuditEvent) -> Vec<u8> {
+pub fn canonical_bytes(seq: i64, e: &AuditEvent) -> Result<Vec<u8>, serde_json::Error> {
     let details = sorted(&e.details);
     let c = Canonical {
         v: 1,
@@ -76,40 +76,47 @@ pub fn canonical_bytes(seq: i64, e: &AuditEvent) -> Vec<u8> {
         document_ids: &e.document_ids,
         details: &details,
     };
-    // Serializing a struct of strings, integers and a JSON value cannot fail.
-    serde_json::to_vec(&c).unwrap_or_default()
+    serde_json::to_vec(&c)
 }
 
-/// The hash of a record at `seq` following `prev_hash` (hex), in hex.
-pub fn link_hash(prev_hash: &str, seq: i64, e: &AuditEvent) -> String {
+/// The hash of a record at `seq` following `prev_hash` (hex), in hex. A
+/// record that cannot be encoded has no hash: the error says why, and no
+/// empty encoding is ever hashed in its place.
+pub fn link_hash(prev_hash: &str, seq: i64, e: &AuditEvent) -> Result<String, serde_json::Error> {
     let mut h = Sha256::new();
     match hex::decode(prev_hash) {
         Ok(bytes) => h.update(bytes),
+        // A stored prev_hash that is not hex (tampering) is hashed as its
+        // text: verification then reports the broken link.
         Err(_) => h.update(prev_hash.as_bytes()),
     }
-    h.update(canonical_bytes(seq, e));
-    hex::encode(h.finalize())
+    h.update(canonical_bytes(seq, e)?);
+    Ok(hex::encode(h.finalize()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn link(prev: &str, seq: i64, e: &AuditEvent) -> String {
+        link_hash(prev, seq, e).unwrap_or_else(|err| panic!("{err}"))
+    }
+
     #[test]
     fn hash_depends_on_every_field_and_prev() {
         let e = AuditEvent::new("r1", "GET", "/v1/whoami");
-        let h = link_hash(GENESIS, 1, &e);
+        let h = link(GENESIS, 1, &e);
         assert_eq!(h.len(), 64);
-        assert_eq!(h, link_hash(GENESIS, 1, &e));
-        assert_ne!(h, link_hash(GENESIS, 2, &e));
-        assert_ne!(h, link_hash(&h, 1, &e));
+        assert_eq!(h, link(GENESIS, 1, &e));
+        assert_ne!(h, link(GENESIS, 2, &e));
+        assert_ne!(h, link(&h, 1, &e));
         let mut e2 = e.clone();
         e2.status = 500;
-        assert_ne!(h, link_hash(GENESIS, 1, &e2));
+        assert_ne!(h, link(GENESIS, 1, &e2));
         let mut e3 = e.clone();
         e3.details = serde_json::json!({"b": 1, "a": 2});
         let mut e4 = e.clone();
-        e4.details = serde_json::from_str(r#"{"a":2,"b":1}"#).unwrap_or_default();
-        assert_eq!(link_hash(GENESIS, 1, &e3), link_hash(GENESIS, 1, &e4));
+        e4.details = serde_json::from_str(r#"{"a":2,"b":1}"#).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(link(GENESIS, 1, &e3), link(GENESIS, 1, &e4));
     }
 }

@@ -38,6 +38,8 @@ pub enum AuditError {
     },
     #[error("corrupt audit row {seq}: {message}")]
     CorruptRow { seq: i64, message: String },
+    #[error("an audit record could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
     #[error("checkpoint key: {0}")]
     Key(#[from] CheckpointKeyError),
 }

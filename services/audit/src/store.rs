@@ -266,12 +266,12 @@ impl SqlStore {
             let mut any_docs = false;
             for (i, e) in chunk.iter().enumerate() {
                 seq += 1;
-                let hash = link_hash(&prev, seq, e);
+                let hash = link_hash(&prev, seq, e)?;
                 if i > 0 {
                     sql.push(", ");
                 }
                 sql.push("(");
-                for (j, arg) in row_args(seq, e, &prev, &hash).into_iter().enumerate() {
+                for (j, arg) in row_args(seq, e, &prev, &hash)?.into_iter().enumerate() {
                     if j > 0 {
                         sql.push(", ");
                     }
@@ -506,7 +506,12 @@ impl SqlStore {
                         "prev_hash does not match the previous record's hash".into(),
                     ));
                 }
-                let recomputed = link_hash(&rec.prev_hash, seq, &rec.event);
+                let recomputed = match link_hash(&rec.prev_hash, seq, &rec.event) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        return Ok(broken(report, seq, id, format!("cannot be encoded: {e}")));
+                    }
+                };
                 if recomputed != rec.hash {
                     return Ok(broken(
                         report,
@@ -632,9 +637,9 @@ fn broken_report(
     }
 }
 
-fn row_args(seq: i64, e: &AuditEvent, prev: &str, hash: &str) -> Vec<Arg> {
+fn row_args(seq: i64, e: &AuditEvent, prev: &str, hash: &str) -> Result<Vec<Arg>, AuditError> {
     let opt = |v: &Option<String>| Arg::OptText(v.clone());
-    vec![
+    Ok(vec![
         Arg::I64(seq),
         Arg::Text(e.id.to_string()),
         Arg::I64(e.ts_us),
@@ -642,7 +647,7 @@ fn row_args(seq: i64, e: &AuditEvent, prev: &str, hash: &str) -> Vec<Arg> {
         Arg::Text(e.trace_id.clone()),
         opt(&e.subject),
         opt(&e.tenant),
-        Arg::Text(serde_json::to_string(&e.roles).unwrap_or_default()),
+        Arg::Text(serde_json::to_string(&e.roles)?),
         opt(&e.client_addr),
         Arg::Text(e.method.clone()),
         Arg::Text(e.route.clone()),
@@ -650,11 +655,11 @@ fn row_args(seq: i64, e: &AuditEvent, prev: &str, hash: &str) -> Vec<Arg> {
         Arg::I64(e.status),
         Arg::I64(e.latency_us),
         opt(&e.reason),
-        Arg::Text(serde_json::to_string(&e.document_ids).unwrap_or_default()),
-        Arg::Text(serde_json::to_string(&e.details).unwrap_or_default()),
+        Arg::Text(serde_json::to_string(&e.document_ids)?),
+        Arg::Text(serde_json::to_string(&e.details)?),
         Arg::Text(prev.to_owned()),
         Arg::Text(hash.to_owned()),
-    ]
+    ])
 }
 
 fn record_from_row(r: &AnyRow) -> Result<AuditRecord, AuditError> {

@@ -21,6 +21,11 @@ pub enum CatalogError {
         field: &'static str,
         message: String,
     },
+    #[error("document {id} could not be encoded: {source}")]
+    Encode {
+        id: String,
+        source: serde_json::Error,
+    },
 }
 
 impl From<sqlx::Error> for CatalogError {
@@ -259,8 +264,12 @@ impl Catalog {
             doc.version = 1;
         }
         doc.chunk_count = i64::try_from(chunks.len()).unwrap_or(i64::MAX);
-        let acl = serde_json::to_string(&doc.acl).unwrap_or_default();
-        let meta = serde_json::to_string(&doc.metadata).unwrap_or_default();
+        let encode = |source| CatalogError::Encode {
+            id: doc.id.clone(),
+            source,
+        };
+        let acl = serde_json::to_string(&doc.acl).map_err(encode)?;
+        let meta = serde_json::to_string(&doc.metadata).map_err(encode)?;
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO documents ({DOC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         )))

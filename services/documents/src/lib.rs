@@ -41,6 +41,8 @@ pub enum ServiceError {
     NotFound(String),
     #[error("background task failed: {0}")]
     Task(String),
+    #[error("the document could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// A document to write.
@@ -80,7 +82,7 @@ pub struct DocumentService {
     own_changes: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
 
-fn content_hash(d: &NewDocument) -> String {
+fn content_hash(d: &NewDocument) -> Result<String, ServiceError> {
     let mut h = Sha256::new();
     for part in [
         d.tenant.as_bytes(),
@@ -90,13 +92,13 @@ fn content_hash(d: &NewDocument) -> String {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
-    let acl = serde_json::to_vec(&d.acl).unwrap_or_default();
-    let meta = serde_json::to_vec(&d.metadata).unwrap_or_default();
+    let acl = serde_json::to_vec(&d.acl)?;
+    let meta = serde_json::to_vec(&d.metadata)?;
     for part in [acl.as_slice(), meta.as_slice(), d.bytes.as_slice()] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
-    hex::encode(h.finalize())
+    Ok(hex::encode(h.finalize()))
 }
 
 fn entries(doc: &Document, chunks: &[ChunkRow]) -> Vec<ChunkEntry> {
@@ -298,7 +300,7 @@ impl DocumentService {
         writer: &Principal,
         req: NewDocument,
     ) -> Result<Outcome, ServiceError> {
-        let hash = content_hash(&req);
+        let hash = content_hash(&req)?;
         let _guard = self.write.lock().await;
         if let Some(existing) = self.catalog.get(&req.tenant, &req.id).await? {
             if !writer.may_change(&existing.tenant, &existing.acl, &existing.created_by) {

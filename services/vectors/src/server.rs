@@ -106,17 +106,21 @@ impl VectorStore for ServerStore {
         if points.is_empty() {
             return Ok(());
         }
+        // A point without its payload would escape every ACL filter: a
+        // payload that cannot be built fails the write instead.
         let list: Vec<PointStruct> = points
             .iter()
             .map(|p| {
-                let payload = Payload::try_from(payload(p)).unwrap_or_default();
-                PointStruct::new(
+                let payload = Payload::try_from(payload(p)).map_err(|e| {
+                    VectorError::Store(format!("payload of chunk {}: {e}", p.chunk_id))
+                })?;
+                Ok(PointStruct::new(
                     point_uuid(&p.tenant, &p.chunk_id).to_string(),
                     p.vector.clone(),
                     payload,
-                )
+                ))
             })
-            .collect();
+            .collect::<Result<_, VectorError>>()?;
         self.client
             .upsert_points(UpsertPointsBuilder::new(&self.collection, list).wait(true))
             .await
