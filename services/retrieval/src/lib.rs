@@ -46,6 +46,28 @@ impl Mode {
     }
 }
 
+/// Reciprocal Rank Fusion of ranked lists of ids: each id scores the sum,
+/// over the lists it appears in, of `1 / (k + rank)` (rank 1-based); the
+/// result is best first, ties broken by id so the order is deterministic.
+/// An id repeated within one list counts at its first rank only.
+pub fn rrf(lists: &[&[&str]], k: f32) -> Vec<(String, f32)> {
+    let mut scores: HashMap<&str, f32> = HashMap::new();
+    for list in lists {
+        let mut seen = std::collections::HashSet::new();
+        for (i, id) in list.iter().enumerate() {
+            if seen.insert(*id) {
+                *scores.entry(id).or_insert(0.0) += 1.0 / (k + (i + 1) as f32);
+            }
+        }
+    }
+    let mut out: Vec<(String, f32)> = scores
+        .into_iter()
+        .map(|(id, s)| (id.to_owned(), s))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
+}
+
 /// One retrieved chunk with its fused score and both component ranks (1-based).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Retrieved {
@@ -194,35 +216,44 @@ impl Retriever {
                 (l?, d?)
             }
         };
-        let mut fused: HashMap<String, Retrieved> = HashMap::new();
-        for (rank, h) in lexical.into_iter().enumerate() {
-            let r = fused
-                .entry(h.chunk_id.clone())
-                .or_insert_with(|| Retrieved {
-                    title: h.title.clone(),
-                    ordinal: h.ordinal,
-                    snippet: h.snippet.clone(),
-                    text: h.text.clone(),
-                    ..Retrieved::empty(&h.document_id, &h.chunk_id)
-                });
-            r.lexical_rank = Some(rank + 1);
-            r.lexical_score = Some(h.score);
-            r.score += 1.0 / (self.rrf_k + (rank + 1) as f32);
-        }
-        for (rank, h) in dense.into_iter().enumerate() {
-            let r = fused
-                .entry(h.chunk_id.clone())
-                .or_insert_with(|| Retrieved::empty(&h.document_id, &h.chunk_id));
-            r.dense_rank = Some(rank + 1);
-            r.dense_score = Some(h.score);
-            r.score += 1.0 / (self.rrf_k + (rank + 1) as f32);
-        }
-        let mut ranked: Vec<Retrieved> = fused.into_values().collect();
-        ranked.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| a.chunk_id.cmp(&b.chunk_id))
-        });
+        // Each leg's hits by chunk id, then one fused order over both.
+        let lexical_order: Vec<&str> = lexical.iter().map(|h| h.chunk_id.as_str()).collect();
+        let dense_order: Vec<&str> = dense.iter().map(|h| h.chunk_id.as_str()).collect();
+        let order = rrf(&[&lexical_order, &dense_order], self.rrf_k);
+        let lexical_hits: HashMap<&str, (usize, &sovra_index::Hit)> = lexical
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.chunk_id.as_str(), (i + 1, h)))
+            .collect();
+        let dense_hits: HashMap<&str, (usize, &sovra_vectors::VectorHit)> = dense
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.chunk_id.as_str(), (i + 1, h)))
+            .collect();
+        let ranked: Vec<Retrieved> = order
+            .into_iter()
+            .filter_map(|(chunk_id, score)| {
+                let lex = lexical_hits.get(chunk_id.as_str());
+                let den = dense_hits.get(chunk_id.as_str());
+                let mut r = match (lex, den) {
+                    (Some((_, h)), _) => Retrieved {
+                        title: h.title.clone(),
+                        ordinal: h.ordinal,
+                        snippet: h.snippet.clone(),
+                        text: h.text.clone(),
+                        ..Retrieved::empty(&h.document_id, &h.chunk_id)
+                    },
+                    (None, Some((_, h))) => Retrieved::empty(&h.document_id, &h.chunk_id),
+                    (None, None) => return None,
+                };
+                r.score = score;
+                r.lexical_rank = lex.map(|(rank, _)| *rank);
+                r.lexical_score = lex.map(|(_, h)| h.score);
+                r.dense_rank = den.map(|(rank, _)| *rank);
+                r.dense_score = den.map(|(_, h)| h.score);
+                Some(r)
+            })
+            .collect();
         // Every candidate is checked against the catalog (the source of
         // truth) in one query before it leaves: an index can lag behind it
         // (another replica wrote, or a crash came between the two), so a
@@ -261,5 +292,51 @@ impl Retriever {
             }
         }
         Ok(kept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rrf;
+
+    fn ids(fused: &[(String, f32)]) -> Vec<&str> {
+        fused.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    #[test]
+    fn rrf_scores_are_sums_of_reciprocal_ranks() {
+        let fused = rrf(&[&["a", "b", "c"], &["c", "a"]], 60.0);
+        let score = |id: &str| fused.iter().find(|(i, _)| i == id).map(|(_, s)| *s);
+        assert_eq!(score("a"), Some(1.0 / 61.0 + 1.0 / 62.0));
+        assert_eq!(score("b"), Some(1.0 / 62.0));
+        assert_eq!(score("c"), Some(1.0 / 63.0 + 1.0 / 61.0));
+        // Found by both legs beats found by one at the same rank.
+        assert_eq!(ids(&fused), vec!["a", "c", "b"]);
+    }
+
+    #[test]
+    fn rrf_one_leg_keeps_its_order_and_ties_break_by_id() {
+        assert_eq!(
+            ids(&rrf(&[&["z", "y", "x"], &[]], 60.0)),
+            vec!["z", "y", "x"]
+        );
+        assert_eq!(ids(&rrf(&[&["b"], &["a"]], 60.0)), vec!["a", "b"]);
+        assert!(rrf(&[&[], &[]], 60.0).is_empty());
+    }
+
+    #[test]
+    fn rrf_k_sets_how_much_the_top_ranks_dominate() {
+        // With a small k a first place outweighs two middling ones.
+        let lists: [&[&str]; 2] = [&["a", "x", "y", "b"], &["c", "q", "b"]];
+        assert_eq!(ids(&rrf(&lists, 1.0))[0], "a");
+        // With a large k, being found twice matters more than rank.
+        assert_eq!(ids(&rrf(&lists, 1000.0))[0], "b");
+    }
+
+    #[test]
+    fn rrf_counts_a_repeated_id_once_per_list() {
+        let fused = rrf(&[&["a", "a", "b"]], 60.0);
+        assert_eq!(fused[0], ("a".to_owned(), 1.0 / 61.0));
+        assert_eq!(fused[1], ("b".to_owned(), 1.0 / 63.0));
     }
 }
