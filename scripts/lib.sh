@@ -36,14 +36,15 @@ drop_stale_test_databases() {
         done
 }
 
-# A small Python environment with the official openai client, for the test
-# that drives the gateway with it. Prints the interpreter's path.
+# A small Python environment with the official openai client (the test that
+# drives the gateway with it) and PyYAML (the manifest checks). Prints the
+# interpreter's path.
 ensure_test_python() {
     local venv="$SOVRA_CACHE/test-venv"
-    if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
-        log "installing the openai Python client into $venv"
+    if ! "$venv/bin/python" -c 'import openai, yaml' 2>/dev/null; then
+        log "installing the openai Python client and PyYAML into $venv"
         python3 -m venv "$venv" >&2
-        "$venv/bin/pip" install -q openai==3.57.0 >&2
+        "$venv/bin/pip" install -q openai==3.57.0 pyyaml==6.0.3 >&2
     fi
     echo "$venv/bin/python"
 }

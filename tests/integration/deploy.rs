@@ -115,3 +115,37 @@ async fn the_documented_postgres_roles_run_the_gateway() {
     drop(s);
     pg.drop_db().await;
 }
+
+/// Every kustomize overlay renders with `kubectl kustomize` and holds what a
+/// production deployment needs (tests/deploy/check_manifests.py: probes,
+/// non-root, read-only root, resources, secrets only by reference, GPU
+/// overlay on CUDA).
+#[test]
+fn the_kubernetes_overlays_render_and_hold() {
+    let python = std::env::var("SOVRA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .arg(fixtures().join("../deploy/check_manifests.py"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report.matches("every check holds").count(), 3, "{report}");
+}
+
+/// The configuration the image and the manifests ship is valid as it
+/// stands: production mode, listening beyond loopback, PostgreSQL and a
+/// Qdrant server, following the change sequence.
+#[test]
+fn the_cluster_configuration_is_valid() {
+    let path = fixtures().join("../../deploy/kubernetes/base/sovra.toml");
+    let s = sovra_config::Settings::load(Some(&path)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!s.auth.development);
+    assert!(!s.server.listen.ip().is_loopback());
+    assert_eq!(s.vectors.backend, sovra_config::VectorBackend::Qdrant);
+    assert!(!s.database.migrate_on_start);
+    assert!(s.replication.follow);
+}
