@@ -15,5 +15,6 @@ mod evaluation;
 mod hardening;
 mod http;
 mod pages;
+mod quotas;
 mod replicas;
 mod retrieval;

@@ -47,6 +47,48 @@ pub struct Settings {
     pub generator: GeneratorSettings,
     pub answer: AnswerSettings,
     pub replication: ReplicationSettings,
+    pub limits: LimitsSettings,
+}
+
+/// Where shared limits are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsBackend {
+    /// In this process (one replica).
+    Memory,
+    /// In Redis, shared by every replica.
+    Redis,
+}
+
+/// Quotas per subject and per tenant. A role without an entry (or with 0)
+/// is unlimited; a caller with several roles gets the most generous one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSettings {
+    pub backend: LimitsBackend,
+    /// `redis://host:6379` (with `backend = "redis"`).
+    pub redis_url: String,
+    /// Every Redis key starts with this.
+    pub key_prefix: String,
+    /// Requests per minute per subject, by role.
+    pub requests_per_minute: BTreeMap<String, u32>,
+    /// Requests per minute per tenant, all subjects together (0: unlimited).
+    pub tenant_requests_per_minute: u32,
+    /// Generated tokens per UTC day per subject, by role.
+    pub tokens_per_day: BTreeMap<String, u64>,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            backend: LimitsBackend::Memory,
+            redis_url: String::new(),
+            key_prefix: "sovra".into(),
+            requests_per_minute: BTreeMap::new(),
+            tenant_requests_per_minute: 0,
+            tokens_per_day: BTreeMap::new(),
+        }
+    }
 }
 
 /// How a replica follows the catalog's change sequence into its own indexes.
@@ -750,6 +792,34 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "audit.checkpoint_public_key",
                 message: "must be 64 hex digits (an Ed25519 public key)".into(),
+            });
+        }
+        for (key, roles) in [
+            (
+                "limits.requests_per_minute",
+                self.limits.requests_per_minute.keys().collect::<Vec<_>>(),
+            ),
+            (
+                "limits.tokens_per_day",
+                self.limits.tokens_per_day.keys().collect::<Vec<_>>(),
+            ),
+        ] {
+            if let Some(bad) = roles
+                .iter()
+                .find(|r| !matches!(r.as_str(), "reader" | "ingester" | "auditor" | "admin"))
+            {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!(
+                        "unknown role `{bad}` (known: reader, ingester, auditor, admin)"
+                    ),
+                });
+            }
+        }
+        if self.limits.backend == LimitsBackend::Redis && self.limits.redis_url.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "limits.redis_url",
+                message: "required with limits.backend = \"redis\"".into(),
             });
         }
         if self.audit.denials_per_minute == 0 {

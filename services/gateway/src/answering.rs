@@ -517,6 +517,13 @@ impl Requester {
         let mut details = self.base_details.clone();
         match outcome {
             Ok((g, cited)) => {
+                crate::quota::charge_tokens(
+                    state,
+                    &self.tenant,
+                    &self.subject,
+                    g.completion_tokens,
+                )
+                .await;
                 event.status = 200;
                 event.document_ids = distinct(cited.iter().map(|c| c.document_id.as_str()));
                 for (k, v) in outcome_details(g, cited) {

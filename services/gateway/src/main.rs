@@ -9,6 +9,7 @@ mod export;
 mod extract;
 mod middleware;
 mod problem;
+mod quota;
 mod routes;
 mod server;
 mod state;

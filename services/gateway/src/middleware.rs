@@ -232,41 +232,50 @@ async fn handle_audited(
                 .into_iter()
                 .map(str::to_owned)
                 .collect();
-            req.extensions_mut().insert(principal);
-            req.extensions_mut().insert(notes.clone());
-            let timeout = Duration::from_secs(state.settings.server.handler_timeout_secs);
-            // Routing happens inside `next.call`; no clone of the request may
-            // be held across it. The `Authorized` extractor leaves one in the
-            // notes for the error paths below, taken back before returning.
-            let outcome = tokio::time::timeout(timeout, next.call(req)).await;
-            let routed = notes.0.borrow_mut().request.take();
-            match (outcome, routed) {
-                (Ok(Ok(res)), _) => res.map_into_boxed_body(),
-                (Ok(Err(e)), Some(r)) => ServiceResponse::new(r, e.error_response()),
-                (Err(_), Some(r)) => ServiceResponse::new(
-                    r,
-                    Problem::new(ErrorCode::Timeout, "the request took too long").error_response(),
-                ),
-                (failed, None) => {
-                    // No request to answer with: record the failure, then let
-                    // actix answer with the error itself.
-                    let (status, error) = match failed {
-                        Ok(Err(e)) => (e.as_response_error().status_code(), e),
-                        _ => (
-                            actix_web::http::StatusCode::GATEWAY_TIMEOUT,
-                            actix_web::Error::from(Problem::new(
-                                ErrorCode::Timeout,
-                                "the request took too long",
-                            )),
-                        ),
-                    };
-                    event.action = "unknown".into();
-                    event.status = i64::from(status.as_u16());
-                    event.reason = Some(format!("http_{}", status.as_u16()));
-                    event.latency_us =
-                        i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
-                    let _ = state.audit.append(event).await;
-                    return Err(error);
+            if let Err(problem) = crate::quota::check_requests(state, &principal)
+                .instrument(tracing::info_span!("quota"))
+                .await
+            {
+                denial = problem.reason.clone();
+                req.into_response(problem.error_response())
+            } else {
+                req.extensions_mut().insert(principal);
+                req.extensions_mut().insert(notes.clone());
+                let timeout = Duration::from_secs(state.settings.server.handler_timeout_secs);
+                // Routing happens inside `next.call`; no clone of the request may
+                // be held across it. The `Authorized` extractor leaves one in the
+                // notes for the error paths below, taken back before returning.
+                let outcome = tokio::time::timeout(timeout, next.call(req)).await;
+                let routed = notes.0.borrow_mut().request.take();
+                match (outcome, routed) {
+                    (Ok(Ok(res)), _) => res.map_into_boxed_body(),
+                    (Ok(Err(e)), Some(r)) => ServiceResponse::new(r, e.error_response()),
+                    (Err(_), Some(r)) => ServiceResponse::new(
+                        r,
+                        Problem::new(ErrorCode::Timeout, "the request took too long")
+                            .error_response(),
+                    ),
+                    (failed, None) => {
+                        // No request to answer with: record the failure, then let
+                        // actix answer with the error itself.
+                        let (status, error) = match failed {
+                            Ok(Err(e)) => (e.as_response_error().status_code(), e),
+                            _ => (
+                                actix_web::http::StatusCode::GATEWAY_TIMEOUT,
+                                actix_web::Error::from(Problem::new(
+                                    ErrorCode::Timeout,
+                                    "the request took too long",
+                                )),
+                            ),
+                        };
+                        event.action = "unknown".into();
+                        event.status = i64::from(status.as_u16());
+                        event.reason = Some(format!("http_{}", status.as_u16()));
+                        event.latency_us =
+                            i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
+                        let _ = state.audit.append(event).await;
+                        return Err(error);
+                    }
                 }
             }
         }

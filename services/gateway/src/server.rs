@@ -58,6 +58,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     {
         spawn_follower(&settings, &store, &metrics, documents.clone(), from);
     }
+    let limits: Arc<dyn sovra_limits::LimitStore> = match settings.limits.backend {
+        sovra_config::LimitsBackend::Memory => Arc::new(sovra_limits::MemoryLimits::new()),
+        sovra_config::LimitsBackend::Redis => Arc::new(
+            sovra_limits::RedisLimits::connect(
+                &settings.limits.redis_url,
+                &settings.limits.key_prefix,
+            )
+            .await
+            .context("limits.redis_url")?,
+        ),
+    };
     let denials = Arc::new(crate::denials::DenialLimiter::new(
         settings.audit.denials_per_minute,
     ));
@@ -73,6 +84,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         checkpoint_key,
         checkpoint_verifier,
         denials: denials.clone(),
+        limits,
         documents,
         retriever,
         generation,

@@ -17,6 +17,8 @@ pub struct AppState {
     /// Signs retention checkpoints; `None` where no key is configured.
     pub checkpoint_key: Option<Arc<CheckpointKey>>,
     pub checkpoint_verifier: Option<CheckpointVerifier>,
+    /// Quotas per subject and tenant (memory or Redis).
+    pub limits: Arc<dyn sovra_limits::LimitStore>,
     /// Failed authentications per client, limited before the audit write.
     pub denials: Arc<crate::denials::DenialLimiter>,
     pub documents: Arc<DocumentService>,

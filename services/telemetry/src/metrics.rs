@@ -26,6 +26,8 @@ pub struct Metrics {
     pub replication_applied_seq: IntGauge,
     /// From a change's commit to its application on this replica.
     pub replication_lag_seconds: Histogram,
+    /// Requests refused by a quota, by reason.
+    pub quota_denials: IntCounterVec,
 }
 
 fn must<T>(r: Result<T, prometheus::Error>) -> Result<T, String> {
@@ -113,8 +115,16 @@ impl Metrics {
                 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
             ]),
         ))?;
+        let quota_denials = must(IntCounterVec::new(
+            Opts::new(
+                "quota_denials_total",
+                "Requests refused by a quota, by reason",
+            ),
+            &["reason"],
+        ))?;
         for c in [
-            Box::new(replication_applied_seq.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(quota_denials.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(replication_applied_seq.clone()),
             Box::new(replication_lag_seconds.clone()),
             Box::new(generator_info.clone()),
             Box::new(generation_tokens.clone()),
@@ -143,6 +153,7 @@ impl Metrics {
             generations,
             replication_applied_seq,
             replication_lag_seconds,
+            quota_denials,
         })
     }
 

@@ -350,6 +350,7 @@ pub async fn completions(
         return Ok(HttpResponse::Ok().json(reply.completion(&g, &[])));
     };
 
+    crate::quota::check_tokens(&state, &auth.principal).await?;
     let handle = answering::submit(&state, &prompt, params, &auth.audit)?;
     if b.stream {
         let requester = Requester::new(
@@ -369,6 +370,8 @@ pub async fn completions(
         ));
     }
     let mut g = answering::collect(&state, handle).await?;
+    let who = &auth.principal;
+    crate::quota::charge_tokens(&state, &who.tenant, &who.subject, g.completion_tokens).await;
     let citations = if reply.sources.is_empty() {
         Vec::new()
     } else {

@@ -99,6 +99,7 @@ pub async fn query(
         })));
     };
 
+    crate::quota::check_tokens(&state, &auth.principal).await?;
     let handle = answering::submit(&state, prompt, params, &auth.audit)?;
     if b.stream {
         let requester =
@@ -111,6 +112,8 @@ pub async fn query(
         ));
     }
     let g = answering::collect(&state, handle).await?;
+    let who = &auth.principal;
+    crate::quota::charge_tokens(&state, &who.tenant, &who.subject, g.completion_tokens).await;
     let settled = retrieval.settle(&g.text);
     answering::note_outcome(&auth.audit, &g, &settled.citations);
     Ok(HttpResponse::Ok().json(json!({
