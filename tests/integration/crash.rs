@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 
 use crate::support::*;
 
-async fn load(s: &Server, stop: Arc<AtomicBool>, workers: usize) -> Vec<String> {
+pub async fn load(s: &Server, stop: Arc<AtomicBool>, workers: usize) -> Vec<String> {
     let ok: Arc<Mutex<Vec<String>>> = Arc::default();
     let t = token(&["reader"]);
     let mut tasks = Vec::new();

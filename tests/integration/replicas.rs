@@ -266,3 +266,69 @@ async fn changes_on_one_replica_reach_the_other_within_two_seconds() {
     drop(a);
     pg.drop_db().await;
 }
+
+/// Two replicas append to one audit chain under load; one is killed with
+/// SIGKILL mid-way. Every request either answered is in the chain, and the
+/// chain, written by both, verifies.
+#[tokio::test]
+async fn two_replicas_under_load_share_one_chain_and_a_sigkill_loses_no_answered_record() {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    let pg = pg_fresh().await;
+    let mut a = Server::start_with(Options::new(Db::Postgres), Some(pg.url.clone())).await;
+    let b = Server::start_with(Options::new(Db::Postgres), Some(pg.url.clone())).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let pid = a.pid();
+    let killer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            stop.store(true, Ordering::SeqCst);
+        })
+    };
+    let (on_a, on_b) = tokio::join!(
+        crate::crash::load(&a, stop.clone(), 4),
+        crate::crash::load(&b, stop.clone(), 4)
+    );
+    killer.await.unwrap();
+    assert!(
+        on_a.len() > 10 && on_b.len() > 10,
+        "{} / {} answered",
+        on_a.len(),
+        on_b.len()
+    );
+    let report = b.verify_ok();
+    let records = b.audit_records();
+    let recorded: HashSet<&str> = records
+        .iter()
+        .filter_map(|r| r["request_id"].as_str())
+        .collect();
+    let missing: Vec<&String> = on_a
+        .iter()
+        .chain(on_b.iter())
+        .filter(|rid| !recorded.contains(rid.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "answered but not recorded: {missing:?}");
+    // A restarts and extends the same chain.
+    a.restart().await;
+    a.get("/v1/whoami", Some(&token(&["reader"]))).await;
+    let after = b.verify_ok();
+    assert!(after["head_seq"].as_i64() > report["head_seq"].as_i64());
+    eprintln!(
+        "two replicas: {} + {} answered ({} before A's SIGKILL), {} records, one chain verified",
+        on_a.len(),
+        on_b.len(),
+        on_a.len(),
+        records.len()
+    );
+    drop(a);
+    drop(b);
+    pg.drop_db().await;
+}
