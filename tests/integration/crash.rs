@@ -50,23 +50,28 @@ pub async fn load(s: &Server, stop: Arc<AtomicBool>, workers: usize) -> Vec<Stri
         .unwrap_or_default()
 }
 
+/// SIGKILLs `pid` 1.5 s from now, then sets `stop` after `linger`.
+pub fn sigkill_later(
+    pid: u32,
+    stop: Arc<AtomicBool>,
+    linger: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        tokio::time::sleep(linger).await;
+        stop.store(true, Ordering::SeqCst);
+    })
+}
+
 #[tokio::test]
 async fn sigkill_under_load_loses_no_answered_record() {
     for db in BACKENDS {
         let (mut s, pg) = Server::start(db).await;
         let stop = Arc::new(AtomicBool::new(false));
-        let pid = s.pid();
-        let killer = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                stop.store(true, Ordering::SeqCst);
-            })
-        };
+        let killer = sigkill_later(s.pid(), stop.clone(), Duration::from_millis(200));
         let answered = load(&s, stop, 8).await;
         killer.await.unwrap();
         assert!(

@@ -779,29 +779,7 @@ async fn finding_04_document_ids_belong_to_their_tenant() {
 
         let search = |token: String, q: &'static str, mode: &'static str| {
             let s = &s;
-            async move {
-                let r = s
-                    .client
-                    .post(s.url("/v1/search"))
-                    .bearer_auth(token)
-                    .json(&json!({"query": q, "mode": mode}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200);
-                json(r).await["results"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|h| {
-                        h["snippet"]
-                            .as_str()
-                            .unwrap()
-                            .replace("<mark>", "")
-                            .replace("</mark>", "")
-                    })
-                    .collect::<Vec<_>>()
-            }
+            async move { snippets(&search_hits(s, &token, q, mode).await) }
         };
         for mode in ["lexical", "dense", "hybrid"] {
             let b = search(bank_reader.clone(), "mortgage policy", mode).await;

@@ -7,16 +7,7 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 async fn search(s: &Server, token: &str, q: &str, mode: &str) -> Vec<Value> {
-    let r = s
-        .client
-        .post(s.url("/v1/search"))
-        .bearer_auth(token)
-        .json(&json!({"query": q, "mode": mode}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    json(r).await["results"].as_array().unwrap().clone()
+    search_hits(s, token, q, mode).await
 }
 
 async fn write(s: &Server, token: &str, text: &str, groups: &[&str]) -> u16 {
@@ -143,18 +134,6 @@ where
     }
 }
 
-fn texts(hits: &[Value]) -> Vec<String> {
-    hits.iter()
-        .map(|h| {
-            h["snippet"]
-                .as_str()
-                .unwrap()
-                .replace("<mark>", "")
-                .replace("</mark>", "")
-        })
-        .collect()
-}
-
 /// Each replica follows the catalog's change sequence into its own indexes
 /// (Tantivy and qdrant-edge), woken by PostgreSQL notifications: a change
 /// on one is searchable, and a revocation effective, on the other within
@@ -221,7 +200,7 @@ async fn changes_on_one_replica_reach_the_other_within_two_seconds() {
     );
     lags.push(
         within(bound, "replacement on B", || async {
-            texts(&search(&b, &board, "two percent", "lexical").await)
+            snippets(&search(&b, &board, "two percent", "lexical").await)
                 .iter()
                 .any(|t| t.contains("two percent"))
         })
@@ -274,25 +253,14 @@ async fn changes_on_one_replica_reach_the_other_within_two_seconds() {
 async fn two_replicas_under_load_share_one_chain_and_a_sigkill_loses_no_answered_record() {
     use std::collections::HashSet;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
     let pg = pg_fresh().await;
     let mut a = Server::start_with(Options::new(Db::Postgres), Some(pg.url.clone())).await;
     let b = Server::start_with(Options::new(Db::Postgres), Some(pg.url.clone())).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let pid = a.pid();
-    let killer = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            stop.store(true, Ordering::SeqCst);
-        })
-    };
+    let killer = crate::crash::sigkill_later(a.pid(), stop.clone(), Duration::from_millis(500));
     let (on_a, on_b) = tokio::join!(
         crate::crash::load(&a, stop.clone(), 4),
         crate::crash::load(&b, stop.clone(), 4)

@@ -329,3 +329,30 @@ pub fn token(roles: &[&str]) -> String {
 pub async fn json(resp: reqwest::Response) -> Value {
     resp.json().await.unwrap()
 }
+
+/// The results of `POST /v1/search` (asserting 200).
+pub async fn search_hits(s: &Server, token: &str, q: &str, mode: &str) -> Vec<Value> {
+    let r = s
+        .client
+        .post(s.url("/v1/search"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"query": q, "mode": mode}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    json(r).await["results"].as_array().unwrap().clone()
+}
+
+/// The passages of search results, highlighting removed.
+pub fn snippets(hits: &[Value]) -> Vec<String> {
+    hits.iter()
+        .map(|h| {
+            h["snippet"]
+                .as_str()
+                .unwrap()
+                .replace("<mark>", "")
+                .replace("</mark>", "")
+        })
+        .collect()
+}

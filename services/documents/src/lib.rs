@@ -183,12 +183,22 @@ impl DocumentService {
         if vectors {
             return self.apply(tenant, id, version, None).await;
         }
+        self.write_lexical(tenant, id, version).await
+    }
+
+    /// Makes the lexical index hold exactly `version` of the document.
+    async fn write_lexical(
+        &self,
+        tenant: &str,
+        id: &str,
+        version: Option<(&Document, &[ChunkRow])>,
+    ) -> Result<(), ServiceError> {
         let index = self.index.clone();
         let entries = version.map(|(d, c)| entries(d, c)).unwrap_or_default();
-        let (t, i) = (tenant.to_owned(), id.to_owned());
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
         Self::blocking(move || {
             let _span = tracing::info_span!("index_write").entered();
-            Ok(index.replace_document(&t, &i, &entries)?)
+            Ok(index.replace_document(&tenant, &id, &entries)?)
         })
         .await
     }
@@ -273,14 +283,7 @@ impl DocumentService {
         }
         .instrument(tracing::info_span!("vector_write"))
         .await?;
-        let index = self.index.clone();
-        let entries = version.map(|(d, c)| entries(d, c)).unwrap_or_default();
-        let (doc_tenant, doc_id) = (tenant.to_owned(), id.to_owned());
-        Self::blocking(move || {
-            let _span = tracing::info_span!("index_write").entered();
-            Ok(index.replace_document(&doc_tenant, &doc_id, &entries)?)
-        })
-        .await
+        self.write_lexical(tenant, id, version).await
     }
 
     /// Puts both indexes back as the catalog still has the document.
@@ -370,22 +373,14 @@ impl DocumentService {
             }
         };
         let created = staged.previous.is_none();
-        let previous = staged.previous.clone();
-        if let Err(e) = self
-            .apply(&doc.tenant, &doc.id, Some((&doc, &rows)), Some(points))
-            .await
-        {
-            self.restore(&doc.tenant, &doc.id, previous).await;
-            let _ = staged.rollback().await;
-            return Err(e);
-        }
-        let seq = staged.change_seq;
-        self.note_own(seq);
-        if let Err(e) = staged.commit().await {
-            self.forget_own(seq);
-            self.restore(&doc.tenant, &doc.id, previous).await;
-            return Err(e.into());
-        }
+        self.apply_and_commit(
+            staged,
+            &doc.tenant,
+            &doc.id,
+            Some((&doc, &rows)),
+            Some(points),
+        )
+        .await?;
         Ok(Outcome {
             document: doc,
             created,
@@ -416,8 +411,26 @@ impl DocumentService {
             let _ = staged.rollback().await;
             return Err(e.into());
         }
+        self.apply_and_commit(staged, tenant, id, None, None)
+            .await?;
+        Ok(Some(doc))
+    }
+
+    /// The second half of every write: both indexes take `version` (`None`:
+    /// the document is gone), then the staged catalog change commits. If
+    /// either fails, the indexes are put back to the catalog's previous
+    /// version and nothing is committed. The change is marked as this
+    /// replica's own before the commit, so its follower never re-applies it.
+    async fn apply_and_commit(
+        &self,
+        staged: sovra_catalog::Staged,
+        tenant: &str,
+        id: &str,
+        version: Option<(&Document, &[ChunkRow])>,
+        points: Option<Vec<VectorPoint>>,
+    ) -> Result<(), ServiceError> {
         let previous = staged.previous.clone();
-        if let Err(e) = self.apply(tenant, id, None, None).await {
+        if let Err(e) = self.apply(tenant, id, version, points).await {
             self.restore(tenant, id, previous).await;
             let _ = staged.rollback().await;
             return Err(e);
@@ -429,7 +442,7 @@ impl DocumentService {
             self.restore(tenant, id, previous).await;
             return Err(e.into());
         }
-        Ok(Some(doc))
+        Ok(())
     }
 
     /// Compares the catalog (the source of truth) with the lexical index and
