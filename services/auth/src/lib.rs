@@ -8,9 +8,11 @@
 mod claims;
 mod jwks;
 mod principal;
+mod scope;
 mod token;
 
 pub use principal::{Acl, Permission, Principal, Role};
+pub use scope::{AccessScope, fields};
 pub use token::{DevTokenRequest, mint_development_token};
 
 use std::sync::Arc;

@@ -138,9 +138,12 @@ impl Acl {
 impl Principal {
     /// The ACL rule itself, for checks outside an index (catalog reads).
     pub fn may_see(&self, tenant: &str, acl: &Acl) -> bool {
-        self.tenant == tenant
-            && (acl.users.contains(&self.subject)
-                || acl.groups.iter().any(|g| self.groups.contains(g)))
+        self.scope().admits(tenant, acl)
+    }
+
+    /// The access rule for this principal's reads.
+    pub fn scope(&self) -> crate::AccessScope {
+        crate::AccessScope::of(self)
     }
 
     /// The one rule for replacing and deleting an existing document: within

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sovra_auth::{Acl, Principal};
+use sovra_auth::{AccessScope, Acl};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 
@@ -211,8 +211,23 @@ impl Catalog {
         Ok(Some((doc, chunks)))
     }
 
-    /// Document `id` of `tenant`: ids are unique within a tenant only.
-    pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<Document>, CatalogError> {
+    /// Document `id` if the scope admits it (its tenant, and its ACL names
+    /// the subject or a group): every read goes through here.
+    pub async fn get(
+        &self,
+        scope: &AccessScope,
+        id: &str,
+    ) -> Result<Option<Document>, CatalogError> {
+        Ok(self
+            .lookup(scope.tenant(), id)
+            .await?
+            .filter(|d| scope.admits(&d.tenant, &d.acl)))
+    }
+
+    /// Document `id` of `tenant` whoever may read it: for the write path,
+    /// which applies its own rule (`Principal::may_change`), and for
+    /// keeping the indexes in step. Ids are unique within a tenant only.
+    pub async fn lookup(&self, tenant: &str, id: &str) -> Result<Option<Document>, CatalogError> {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {DOC_COLUMNS} FROM documents WHERE tenant = $1 AND id = $2"
         )))
@@ -448,7 +463,7 @@ impl Catalog {
     /// Documents the principal may see, in its tenant, by id; cursor-paged.
     pub async fn list(
         &self,
-        who: &Principal,
+        scope: &AccessScope,
         filter: &ListFilter,
     ) -> Result<DocumentPage, CatalogError> {
         let mut args: Vec<String> = Vec::new();
@@ -458,15 +473,15 @@ impl Catalog {
         };
         let mut sql = format!(
             "SELECT {DOC_COLUMNS} FROM documents d WHERE d.tenant = {}",
-            bind(who.tenant.clone(), &mut args)
+            bind(scope.tenant().to_owned(), &mut args)
         );
         let mut who_sql = format!(
             "SELECT document_id FROM document_acl WHERE tenant = d.tenant AND ((kind = 'u' AND principal = {})",
-            bind(who.subject.clone(), &mut args)
+            bind(scope.subject().to_owned(), &mut args)
         );
-        if !who.groups.is_empty() {
-            let groups: Vec<String> = who
-                .groups
+        if !scope.groups().is_empty() {
+            let groups: Vec<String> = scope
+                .groups()
                 .iter()
                 .map(|g| bind(g.clone(), &mut args))
                 .collect();

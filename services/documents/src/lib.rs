@@ -172,7 +172,7 @@ impl DocumentService {
         vectors: bool,
     ) -> Result<(), ServiceError> {
         let _guard = self.write.lock().await;
-        let current = match self.catalog.get(tenant, id).await? {
+        let current = match self.catalog.lookup(tenant, id).await? {
             Some(doc) => {
                 let rows = self.catalog.chunks(tenant, id).await?;
                 Some((doc, rows))
@@ -305,7 +305,7 @@ impl DocumentService {
     ) -> Result<Outcome, ServiceError> {
         let hash = content_hash(&req)?;
         let _guard = self.write.lock().await;
-        if let Some(existing) = self.catalog.get(&req.tenant, &req.id).await? {
+        if let Some(existing) = self.catalog.lookup(&req.tenant, &req.id).await? {
             if !writer.may_change(&existing.tenant, &existing.acl, &existing.created_by) {
                 return Err(ServiceError::NotFound(req.id));
             }
@@ -462,7 +462,7 @@ impl DocumentService {
             let want = usize::try_from(*chunks).unwrap_or(usize::MAX);
             if lexical.get(key) != Some(&want) || vectors.get(key) != Some(&want) {
                 let (tenant, id) = key;
-                let Some(doc) = self.catalog.get(tenant, id).await? else {
+                let Some(doc) = self.catalog.lookup(tenant, id).await? else {
                     continue;
                 };
                 let rows = self.catalog.chunks(tenant, id).await?;

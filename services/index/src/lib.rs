@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use serde::Serialize;
-use sovra_auth::{Acl, Principal};
+use sovra_auth::{AccessScope, Acl, fields};
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
@@ -50,18 +50,18 @@ pub struct ChunkEntry {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// A search, always on behalf of a principal.
+/// A search, always within an access scope (a principal's, built once).
 pub struct SearchRequest<'a> {
-    principal: &'a Principal,
+    scope: AccessScope,
     pub text: &'a str,
     pub top_k: usize,
     pub metadata: BTreeMap<String, String>,
 }
 
 impl<'a> SearchRequest<'a> {
-    pub fn new(principal: &'a Principal, text: &'a str, top_k: usize) -> Self {
+    pub fn new(scope: impl Into<AccessScope>, text: &'a str, top_k: usize) -> Self {
         Self {
-            principal,
+            scope: scope.into(),
             text,
             top_k,
             metadata: BTreeMap::new(),
@@ -132,9 +132,9 @@ fn schema() -> (Schema, Fields) {
         doc_key: b.add_text_field("doc_key", STRING),
         chunk_id: b.add_text_field("chunk_id", STRING | STORED),
         ordinal: b.add_u64_field("ordinal", INDEXED | STORED),
-        tenant: b.add_text_field("tenant", STRING | STORED),
-        acl_group: b.add_text_field("acl_group", STRING),
-        acl_user: b.add_text_field("acl_user", STRING),
+        tenant: b.add_text_field(fields::TENANT, STRING | STORED),
+        acl_group: b.add_text_field(fields::ACL_GROUPS, STRING),
+        acl_user: b.add_text_field(fields::ACL_USERS, STRING),
         title: b.add_text_field("title", multi.clone()),
         body: b.add_text_field("body", multi),
         body_en: b.add_text_field("body_en", english),
@@ -317,11 +317,11 @@ impl LexicalIndex {
         self.reader.searcher().num_docs()
     }
 
-    /// The caller's permission as a query: tenant AND (a group OR the user).
-    fn acl_query(&self, p: &Principal) -> Box<dyn Query> {
+    /// The access scope as a query: tenant AND (a group OR the user).
+    fn acl_query(&self, scope: &AccessScope) -> Box<dyn Query> {
         let f = self.fields;
-        let mut who: Vec<(Occur, Box<dyn Query>)> = p
-            .groups
+        let mut who: Vec<(Occur, Box<dyn Query>)> = scope
+            .groups()
             .iter()
             .map(|g| -> (Occur, Box<dyn Query>) {
                 (
@@ -336,7 +336,7 @@ impl LexicalIndex {
         who.push((
             Occur::Should,
             Box::new(TermQuery::new(
-                Term::from_field_text(f.acl_user, &p.subject),
+                Term::from_field_text(f.acl_user, scope.subject()),
                 IndexRecordOption::Basic,
             )),
         ));
@@ -344,7 +344,7 @@ impl LexicalIndex {
             (
                 Occur::Must,
                 Box::new(TermQuery::new(
-                    Term::from_field_text(f.tenant, &p.tenant),
+                    Term::from_field_text(f.tenant, scope.tenant()),
                     IndexRecordOption::Basic,
                 )),
             ),
@@ -425,7 +425,7 @@ impl LexicalIndex {
         let text_query = self.text_query(req.text);
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
             (Occur::Must, text_query.box_clone()),
-            (Occur::Must, self.acl_query(req.principal)),
+            (Occur::Must, self.acl_query(&req.scope)),
         ];
         for (k, v) in &req.metadata {
             let mut term = Term::from_field_json_path(f.meta, k, false);

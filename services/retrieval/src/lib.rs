@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sovra_auth::Principal;
+use sovra_auth::{AccessScope, Principal};
 use sovra_catalog::Catalog;
 use sovra_index::{LexicalIndex, SearchRequest};
 use sovra_inference::Embedder;
@@ -150,20 +150,20 @@ impl Retriever {
 
     async fn lexical(
         &self,
-        p: &Principal,
+        scope: &AccessScope,
         query: &str,
         metadata: &BTreeMap<String, String>,
     ) -> Result<Vec<sovra_index::Hit>, RetrievalError> {
-        let (index, p, query, metadata, k) = (
+        let (index, scope, query, metadata, k) = (
             self.index.clone(),
-            p.clone(),
+            scope.clone(),
             query.to_owned(),
             metadata.clone(),
             self.candidates,
         );
         tokio::task::spawn_blocking(move || {
             let _span = tracing::info_span!("retrieve_lexical").entered();
-            let mut req = SearchRequest::new(&p, &query, k);
+            let mut req = SearchRequest::new(scope, &query, k);
             req.metadata = metadata;
             index.search(&req)
         })
@@ -174,7 +174,7 @@ impl Retriever {
 
     async fn dense(
         &self,
-        p: &Principal,
+        scope: &AccessScope,
         query: &str,
         metadata: &BTreeMap<String, String>,
     ) -> Result<Vec<sovra_vectors::VectorHit>, RetrievalError> {
@@ -186,8 +186,10 @@ impl Retriever {
             .map_err(|e| RetrievalError::Task(e.to_string()))??
             .pop()
             .map(|e| e.vector)
-            .unwrap_or_default();
-        let mut q = VectorQuery::new(p, vector, self.candidates);
+            .ok_or_else(|| {
+                RetrievalError::Task("the embedder returned no vector for the query".into())
+            })?;
+        let mut q = VectorQuery::new(scope.clone(), vector, self.candidates);
         q.metadata = metadata.clone();
         Ok(self
             .vectors
@@ -205,13 +207,16 @@ impl Retriever {
         top_k: usize,
         metadata: &BTreeMap<String, String>,
     ) -> Result<Vec<Retrieved>, RetrievalError> {
+        // The access rule, built once; both indexes and the re-check below
+        // apply this one value.
+        let scope = p.scope();
         let (lexical, dense) = match mode {
-            Mode::Lexical => (self.lexical(p, query, metadata).await?, Vec::new()),
-            Mode::Dense => (Vec::new(), self.dense(p, query, metadata).await?),
+            Mode::Lexical => (self.lexical(&scope, query, metadata).await?, Vec::new()),
+            Mode::Dense => (Vec::new(), self.dense(&scope, query, metadata).await?),
             Mode::Hybrid => {
                 let (l, d) = tokio::join!(
-                    self.lexical(p, query, metadata),
-                    self.dense(p, query, metadata)
+                    self.lexical(&scope, query, metadata),
+                    self.dense(&scope, query, metadata)
                 );
                 (l?, d?)
             }
@@ -266,7 +271,7 @@ impl Retriever {
             let ids: Vec<String> = window.iter().map(|r| r.chunk_id.clone()).collect();
             let current = self
                 .catalog
-                .chunk_texts(&p.tenant, &ids)
+                .chunk_texts(scope.tenant(), &ids)
                 .instrument(tracing::info_span!("retrieve_recheck"))
                 .await?;
             for r in window {
@@ -274,7 +279,7 @@ impl Retriever {
                     tracing::debug!(chunk = %r.chunk_id, "stale hit dropped: the catalog no longer has the chunk");
                     continue;
                 };
-                if c.document_id != r.document_id || !p.may_see(&p.tenant, &c.acl) {
+                if c.document_id != r.document_id || !scope.admits(scope.tenant(), &c.acl) {
                     tracing::debug!(chunk = %r.chunk_id, "stale hit dropped: the document's ACL no longer admits the caller");
                     continue;
                 }

@@ -13,6 +13,8 @@ use qdrant_edge::{
     WithPayloadInterface,
 };
 
+use sovra_auth::fields;
+
 use crate::{
     KEYWORD_FIELDS, VectorError, VectorHit, VectorPoint, VectorQuery, VectorStore, payload,
     point_uuid,
@@ -55,14 +57,14 @@ fn filter(must: Vec<Condition>, should: Vec<Condition>) -> Filter {
 }
 
 /// tenant AND (acl_users = subject OR acl_groups ANY groups) AND metadata.
-fn acl_filter(q: &VectorQuery<'_>) -> Result<Filter, VectorError> {
-    let p = q.principal();
-    let mut who = vec![keyword("acl_users", &p.subject)?];
-    if !p.groups.is_empty() {
-        who.push(any_of("acl_groups", &p.groups)?);
+fn acl_filter(q: &VectorQuery) -> Result<Filter, VectorError> {
+    let scope = q.scope();
+    let mut who = vec![keyword(fields::ACL_USERS, scope.subject())?];
+    if !scope.groups().is_empty() {
+        who.push(any_of(fields::ACL_GROUPS, scope.groups())?);
     }
     let mut must = vec![
-        keyword("tenant", &p.tenant)?,
+        keyword(fields::TENANT, scope.tenant())?,
         Condition::Filter(filter(Vec::new(), who)),
     ];
     for (k, v) in &q.metadata {
@@ -153,7 +155,7 @@ impl VectorStore for EdgeStore {
     async fn delete_document(&self, tenant: &str, document_id: &str) -> Result<(), VectorError> {
         let f = filter(
             vec![
-                keyword("tenant", tenant)?,
+                keyword(fields::TENANT, tenant)?,
                 keyword("document_id", document_id)?,
             ],
             Vec::new(),
@@ -170,7 +172,7 @@ impl VectorStore for EdgeStore {
         .await
     }
 
-    async fn search(&self, q: &VectorQuery<'_>) -> Result<Vec<VectorHit>, VectorError> {
+    async fn search(&self, q: &VectorQuery) -> Result<Vec<VectorHit>, VectorError> {
         let request = SearchRequest {
             query: QueryEnum::Nearest(NamedQuery {
                 query: q.vector.clone().into(),
@@ -207,7 +209,7 @@ impl VectorStore for EdgeStore {
         // Tenants first, then each tenant's documents: two exact facets on
         // the keyword indexes the store was created with.
         let tenants = FacetRequest {
-            key: key("tenant")?,
+            key: key(fields::TENANT)?,
             limit: usize::MAX / 2,
             filter: None,
             exact: true,
@@ -230,7 +232,7 @@ impl VectorStore for EdgeStore {
                 let request = FacetRequest {
                     key: document_key.clone(),
                     limit: usize::MAX / 2,
-                    filter: Some(filter(vec![keyword("tenant", &tenant)?], Vec::new())),
+                    filter: Some(filter(vec![keyword(fields::TENANT, &tenant)?], Vec::new())),
                     exact: true,
                 };
                 for (id, count) in keywords(shard.facet(request).map_err(err)?.hits) {

@@ -14,7 +14,7 @@ mod server;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use sovra_auth::{Acl, Principal};
+use sovra_auth::{AccessScope, Acl, fields};
 
 pub use edge::EdgeStore;
 pub use server::{ClusterLayout, ServerStore};
@@ -45,26 +45,26 @@ pub struct VectorHit {
     pub score: f32,
 }
 
-/// A nearest-neighbour search on behalf of a principal.
-pub struct VectorQuery<'a> {
-    principal: &'a Principal,
+/// A nearest-neighbour search, always within an access scope.
+pub struct VectorQuery {
+    scope: AccessScope,
     pub vector: Vec<f32>,
     pub top_k: usize,
     pub metadata: BTreeMap<String, String>,
 }
 
-impl<'a> VectorQuery<'a> {
-    pub fn new(principal: &'a Principal, vector: Vec<f32>, top_k: usize) -> Self {
+impl VectorQuery {
+    pub fn new(scope: impl Into<AccessScope>, vector: Vec<f32>, top_k: usize) -> Self {
         Self {
-            principal,
+            scope: scope.into(),
             vector,
             top_k,
             metadata: BTreeMap::new(),
         }
     }
 
-    pub fn principal(&self) -> &Principal {
-        self.principal
+    pub fn scope(&self) -> &AccessScope {
+        &self.scope
     }
 }
 
@@ -76,7 +76,7 @@ pub trait VectorStore: Send + Sync {
     /// tenant only).
     async fn delete_document(&self, tenant: &str, document_id: &str) -> Result<(), VectorError>;
     /// Nearest chunks the principal may see, best first.
-    async fn search(&self, query: &VectorQuery<'_>) -> Result<Vec<VectorHit>, VectorError>;
+    async fn search(&self, query: &VectorQuery) -> Result<Vec<VectorHit>, VectorError>;
     /// Points per (tenant, document id) (consistency checks against the catalog).
     async fn document_counts(&self) -> Result<BTreeMap<(String, String), usize>, VectorError>;
     /// Which backend this is, for logs and metrics.
@@ -105,18 +105,24 @@ pub fn point_uuid(tenant: &str, chunk_id: &str) -> uuid::Uuid {
 
 /// The payload stored with each point.
 pub(crate) fn payload(p: &VectorPoint) -> serde_json::Value {
-    serde_json::json!({
+    let mut payload = serde_json::json!({
         "chunk_id": p.chunk_id,
         "document_id": p.document_id,
-        "tenant": p.tenant,
-        "acl_groups": p.acl.groups,
-        "acl_users": p.acl.users,
         "meta": p.metadata,
-    })
+    });
+    payload[fields::TENANT] = serde_json::json!(p.tenant);
+    payload[fields::ACL_GROUPS] = serde_json::json!(p.acl.groups);
+    payload[fields::ACL_USERS] = serde_json::json!(p.acl.users);
+    payload
 }
 
 /// Payload fields with keyword indexes, created before any data arrives.
-pub(crate) const KEYWORD_FIELDS: [&str; 4] = ["tenant", "acl_groups", "acl_users", "document_id"];
+pub(crate) const KEYWORD_FIELDS: [&str; 4] = [
+    fields::TENANT,
+    fields::ACL_GROUPS,
+    fields::ACL_USERS,
+    "document_id",
+];
 
 #[cfg(test)]
 mod contract;

@@ -12,6 +12,8 @@ use qdrant_client::qdrant::{
 };
 use qdrant_client::{Payload, Qdrant};
 
+use sovra_auth::fields;
+
 use crate::{
     KEYWORD_FIELDS, VectorError, VectorHit, VectorPoint, VectorQuery, VectorStore, payload,
     point_uuid,
@@ -84,14 +86,20 @@ impl ServerStore {
     }
 }
 
-fn acl_filter(q: &VectorQuery<'_>) -> Filter {
-    let p = q.principal();
-    let mut who = vec![Condition::matches("acl_users", p.subject.clone())];
-    if !p.groups.is_empty() {
-        who.push(Condition::matches("acl_groups", p.groups.clone()));
+fn acl_filter(q: &VectorQuery) -> Filter {
+    let scope = q.scope();
+    let mut who = vec![Condition::matches(
+        fields::ACL_USERS,
+        scope.subject().to_owned(),
+    )];
+    if !scope.groups().is_empty() {
+        who.push(Condition::matches(
+            fields::ACL_GROUPS,
+            scope.groups().to_vec(),
+        ));
     }
     let mut must = vec![
-        Condition::matches("tenant", p.tenant.clone()),
+        Condition::matches(fields::TENANT, scope.tenant().to_owned()),
         Filter::should(who).into(),
     ];
     for (k, v) in &q.metadata {
@@ -133,7 +141,7 @@ impl VectorStore for ServerStore {
             .delete_points(
                 DeletePointsBuilder::new(&self.collection)
                     .points(Filter::must([
-                        Condition::matches("tenant", tenant.to_owned()),
+                        Condition::matches(fields::TENANT, tenant.to_owned()),
                         Condition::matches("document_id", document_id.to_owned()),
                     ]))
                     .wait(true),
@@ -143,7 +151,7 @@ impl VectorStore for ServerStore {
         Ok(())
     }
 
-    async fn search(&self, q: &VectorQuery<'_>) -> Result<Vec<VectorHit>, VectorError> {
+    async fn search(&self, q: &VectorQuery) -> Result<Vec<VectorHit>, VectorError> {
         let response = self
             .client
             .search_points(
@@ -185,7 +193,7 @@ impl VectorStore for ServerStore {
         let tenants = self
             .client
             .facet(
-                FacetCountsBuilder::new(&self.collection, "tenant")
+                FacetCountsBuilder::new(&self.collection, fields::TENANT)
                     .limit(u64::MAX / 2)
                     .exact(true),
             )
@@ -197,7 +205,10 @@ impl VectorStore for ServerStore {
                 .client
                 .facet(
                     FacetCountsBuilder::new(&self.collection, "document_id")
-                        .filter(Filter::must([Condition::matches("tenant", tenant.clone())]))
+                        .filter(Filter::must([Condition::matches(
+                            fields::TENANT,
+                            tenant.clone(),
+                        )]))
                         .limit(u64::MAX / 2)
                         .exact(true),
                 )
