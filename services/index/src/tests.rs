@@ -418,3 +418,35 @@ fn snippets_survive_offsets_that_step_back() {
     assert_eq!(hits.len(), 40);
     assert!(hits.iter().all(|h| h.snippet.contains("<mark>")));
 }
+
+#[test]
+fn an_index_of_an_older_schema_is_emptied_and_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut b = tantivy::schema::Schema::builder();
+        b.add_text_field(
+            "document_id",
+            tantivy::schema::STRING | tantivy::schema::STORED,
+        );
+        let old = tantivy::Index::create_in_dir(dir.path(), b.build()).unwrap();
+        let mut w: tantivy::IndexWriter = old.writer_with_num_threads(1, 15_000_000).unwrap();
+        w.add_document(tantivy::doc!()).unwrap();
+        w.commit().unwrap();
+    }
+    let idx = LexicalIndex::open(dir.path()).unwrap();
+    assert_eq!(idx.num_chunks(), 0);
+    idx.replace_document(
+        "t",
+        "d",
+        &[entry("d", 0, "t", "fresh text", groups(&["g"]))],
+    )
+    .unwrap();
+    let p = principal("u", "t", &["g"]);
+    assert_eq!(
+        ids(&idx.search(&SearchRequest::new(&p, "fresh", 10)).unwrap()),
+        vec!["d"]
+    );
+    drop(idx);
+    // Reopened with the current schema, it keeps what it holds.
+    assert_eq!(LexicalIndex::open(dir.path()).unwrap().num_chunks(), 1);
+}
