@@ -300,3 +300,40 @@ async fn two_replicas_under_load_share_one_chain_and_a_sigkill_loses_no_answered
     drop(b);
     pg.drop_db().await;
 }
+
+/// Reconciliation compares versions, not only chunk counts: an ACL-only
+/// change (same text, same count) that a replica missed while it did not
+/// follow is repaired in its indexes at its next start.
+#[tokio::test]
+async fn reconciliation_repairs_a_missed_acl_change_by_version() {
+    let pg = pg_fresh().await;
+    let a = Server::start_with(Options::new(Db::Postgres), Some(pg.url.clone())).await;
+    let ing = hs256(&claims("ann", "bank", &["ingester"], &["board"]));
+    let text = "the quarterly bonus pool is four percent";
+    assert_eq!(write(&a, &ing, text, &["board", "staff"]).await, 201);
+    let not_following = || Options {
+        env: vec![("SOVRA__REPLICATION__FOLLOW".into(), "false".into())],
+        ..Options::new(Db::Postgres)
+    };
+    let mut b = Server::start_with(not_following(), Some(pg.url.clone())).await;
+    // Narrowed through A; B's indexes keep version 1 with staff in its ACL.
+    assert_eq!(write(&a, &ing, text, &["board"]).await, 200);
+    let before = b.stdout.lock().unwrap().len();
+    b.restart().await;
+    let printed: Vec<String> = b.stdout.lock().unwrap()[before..].to_vec();
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.starts_with("reconciled:") && l.contains("bank/memo")),
+        "{printed:?}"
+    );
+    let staff = hs256(&claims("sam", "bank", &["reader"], &["staff"]));
+    assert!(
+        search(&b, &staff, "quarterly bonus pool", "lexical")
+            .await
+            .is_empty()
+    );
+    drop(b);
+    drop(a);
+    pg.drop_db().await;
+}

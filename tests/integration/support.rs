@@ -82,6 +82,8 @@ pub struct Server {
     pub db_url: String,
     env: Vec<(String, String)>,
     pub client: reqwest::Client,
+    /// Every line the server printed on stdout, across restarts.
+    pub stdout: Arc<Mutex<Vec<String>>>,
 }
 
 pub struct Options {
@@ -152,6 +154,7 @@ impl Server {
                 .timeout(Duration::from_secs(120))
                 .build()
                 .unwrap(),
+            stdout: Arc::default(),
         };
         s.spawn().await;
         s
@@ -182,12 +185,13 @@ impl Server {
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let found: Arc<Mutex<Option<String>>> = Arc::default();
-        let f = found.clone();
+        let (f, lines) = (found.clone(), self.stdout.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("sovra listening on ") {
                     *f.lock().unwrap() = Some(rest.trim().to_owned());
                 }
+                lines.lock().unwrap().push(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -566,10 +566,10 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Every document's (tenant, id) with its chunk count (consistency
-    /// checks, rebuilds).
-    pub async fn all_ids(&self) -> Result<BTreeMap<(String, String), i64>, CatalogError> {
-        let rows = sqlx::query("SELECT tenant, id, chunk_count FROM documents")
+    /// Every document's (tenant, id) with its chunk count and version
+    /// (what reconciliation expects each index to hold).
+    pub async fn all_ids(&self) -> Result<BTreeMap<(String, String), (i64, i64)>, CatalogError> {
+        let rows = sqlx::query("SELECT tenant, id, chunk_count, version FROM documents")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -579,7 +579,10 @@ impl Catalog {
                         r.try_get::<String, _>("tenant")?,
                         r.try_get::<String, _>("id")?,
                     ),
-                    r.try_get::<i64, _>("chunk_count")?,
+                    (
+                        r.try_get::<i64, _>("chunk_count")?,
+                        r.try_get::<i64, _>("version")?,
+                    ),
                 ))
             })
             .collect()

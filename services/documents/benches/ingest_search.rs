@@ -378,6 +378,7 @@ async fn main() {
                 let id = format!("s{i}");
                 let acl = acl(&mut rng);
                 let entry = ChunkEntry {
+                    version: 1,
                     document_id: id.clone(),
                     chunk_id: format!("{id}:0"),
                     ordinal: 0,
@@ -388,6 +389,7 @@ async fn main() {
                     metadata: BTreeMap::new(),
                 };
                 points.push(VectorPoint {
+                    version: 1,
                     chunk_id: entry.chunk_id.clone(),
                     document_id: id.clone(),
                     tenant: "bank".into(),

@@ -105,6 +105,7 @@ fn entries(doc: &Document, chunks: &[ChunkRow]) -> Vec<ChunkEntry> {
     chunks
         .iter()
         .map(|c| ChunkEntry {
+            version: doc.version,
             document_id: doc.id.clone(),
             chunk_id: c.chunk_id.clone(),
             ordinal: u32::try_from(c.ordinal).unwrap_or(u32::MAX),
@@ -253,6 +254,7 @@ impl DocumentService {
             .iter()
             .zip(vectors)
             .map(|(c, e)| VectorPoint {
+                version: doc.version,
                 chunk_id: c.chunk_id.clone(),
                 document_id: doc.id.clone(),
                 tenant: doc.tenant.clone(),
@@ -356,7 +358,7 @@ impl DocumentService {
             bytes: i64::try_from(req.bytes.len()).unwrap_or(i64::MAX),
         };
         // Embedding is the slow part: do it before taking the catalog lock.
-        let points = self.points(&doc, &rows).await?;
+        let mut points = self.points(&doc, &rows).await?;
         let mut staged = self.catalog.begin_write(&req.tenant, &req.id).await?;
         match staged.previous.as_ref() {
             Some((p, _)) if !writer.may_change(&p.tenant, &p.acl, &p.created_by) => {
@@ -372,6 +374,11 @@ impl DocumentService {
                 return Err(e.into());
             }
         };
+        // The version is the catalog's to give: the points were embedded
+        // before it was known.
+        for p in &mut points {
+            p.version = doc.version;
+        }
         let created = staged.previous.is_none();
         self.apply_and_commit(
             staged,
@@ -458,9 +465,17 @@ impl DocumentService {
             documents: catalog.len(),
             ..Default::default()
         };
-        for (key, chunks) in &catalog {
-            let want = usize::try_from(*chunks).unwrap_or(usize::MAX);
-            if lexical.get(key) != Some(&want) || vectors.get(key) != Some(&want) {
+        for (key, (chunks, version)) in &catalog {
+            // Each index must hold exactly the catalog's version: the count
+            // of its chunks and the version they carry (an ACL or metadata
+            // change keeps the count and changes the version).
+            let want = (
+                usize::try_from(*chunks).unwrap_or(usize::MAX),
+                Some(*version),
+            );
+            let lexical_ok = lexical.get(key).map(|s| (s.chunks, s.version)) == Some(want);
+            let vectors_ok = vectors.get(key).map(|s| (s.chunks, s.version)) == Some(want);
+            if !lexical_ok || !vectors_ok {
                 let (tenant, id) = key;
                 let Some(doc) = self.catalog.lookup(tenant, id).await? else {
                     continue;

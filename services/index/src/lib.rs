@@ -48,6 +48,16 @@ pub struct ChunkEntry {
     pub acl: Acl,
     /// Flat string metadata, matched exactly by search filters.
     pub metadata: BTreeMap<String, String>,
+    /// The catalog version of the document.
+    pub version: i64,
+}
+
+/// What the index holds of one document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocState {
+    pub chunks: usize,
+    /// The catalog version its chunks carry; `None` when they disagree.
+    pub version: Option<i64>,
 }
 
 /// A search, always within an access scope (a principal's, built once).
@@ -95,6 +105,7 @@ struct Fields {
     doc_key: Field,
     chunk_id: Field,
     ordinal: Field,
+    version: Field,
     tenant: Field,
     acl_group: Field,
     acl_user: Field,
@@ -132,6 +143,7 @@ fn schema() -> (Schema, Fields) {
         doc_key: b.add_text_field("doc_key", STRING),
         chunk_id: b.add_text_field("chunk_id", STRING | STORED),
         ordinal: b.add_u64_field("ordinal", INDEXED | STORED),
+        version: b.add_i64_field("version", STORED),
         tenant: b.add_text_field(fields::TENANT, STRING | STORED),
         acl_group: b.add_text_field(fields::ACL_GROUPS, STRING),
         acl_user: b.add_text_field(fields::ACL_USERS, STRING),
@@ -219,6 +231,7 @@ impl LexicalIndex {
         doc.add_text(f.doc_key, doc_key(&c.tenant, &c.document_id));
         doc.add_text(f.chunk_id, &c.chunk_id);
         doc.add_u64(f.ordinal, u64::from(c.ordinal));
+        doc.add_i64(f.version, c.version);
         doc.add_text(f.tenant, &c.tenant);
         for g in &c.acl.groups {
             doc.add_text(f.acl_group, g);
@@ -287,11 +300,11 @@ impl LexicalIndex {
         self.replace_documents(&[(tenant, document_id, &[])])
     }
 
-    /// The (tenant, document id) pairs present, with their chunk counts
-    /// (consistency checks).
-    pub fn document_counts(&self) -> Result<BTreeMap<(String, String), usize>, IndexError> {
+    /// Per (tenant, document id) present: how many chunks, and the catalog
+    /// version they carry (reconciliation compares both with the catalog).
+    pub fn document_counts(&self) -> Result<BTreeMap<(String, String), DocState>, IndexError> {
         let searcher = self.reader.searcher();
-        let mut out = BTreeMap::new();
+        let mut out: BTreeMap<(String, String), DocState> = BTreeMap::new();
         for segment in searcher.segment_readers() {
             let store = segment
                 .get_store_reader(1)
@@ -303,10 +316,17 @@ impl LexicalIndex {
                         .and_then(|v| v.as_str())
                         .map(str::to_owned)
                 };
+                let version = doc.get_first(self.fields.version).and_then(|v| v.as_i64());
                 if let (Some(tenant), Some(id)) =
                     (text(self.fields.tenant), text(self.fields.document_id))
                 {
-                    *out.entry((tenant, id)).or_insert(0) += 1;
+                    let state = out
+                        .entry((tenant, id))
+                        .or_insert(DocState { chunks: 0, version });
+                    if state.chunks > 0 && state.version != version {
+                        state.version = None;
+                    }
+                    state.chunks += 1;
                 }
             }
         }
@@ -451,12 +471,26 @@ impl LexicalIndex {
                     .unwrap_or_default()
                     .to_owned()
             };
-            let mut snippet = snippets.snippet_from_doc(&doc);
-            snippet.set_snippet_prefix_postfix("<mark>", "</mark>");
-            let mut html = snippet.to_html();
-            if html.is_empty() {
-                html = plain_snippet(&text_of(f.body));
-            }
+            // A snippet that cannot be made never fails the search: the
+            // generator has panicked on offsets before (fixed at the cause,
+            // see analysis::snippet_analyzer); should it again, the hit
+            // gets a plain excerpt, and the first such case is logged.
+            let highlighted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut snippet = snippets.snippet_from_doc(&doc);
+                snippet.set_snippet_prefix_postfix("<mark>", "</mark>");
+                snippet.to_html()
+            }));
+            let html = match highlighted {
+                Ok(html) if !html.is_empty() => html,
+                Ok(_) => plain_snippet(&text_of(f.body)),
+                Err(_) => {
+                    static LOGGED: std::sync::Once = std::sync::Once::new();
+                    LOGGED.call_once(|| {
+                        tracing::error!(chunk = %text_of(f.chunk_id), "the snippet generator failed on a chunk; plain excerpts are served instead (logged once)");
+                    });
+                    plain_snippet(&text_of(f.body))
+                }
+            };
             hits.push(Hit {
                 document_id: text_of(f.document_id),
                 chunk_id: text_of(f.chunk_id),

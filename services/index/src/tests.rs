@@ -17,6 +17,7 @@ fn principal(subject: &str, tenant: &str, groups: &[&str]) -> Principal {
 
 fn entry(doc: &str, ordinal: u32, tenant: &str, text: &str, acl: Acl) -> ChunkEntry {
     ChunkEntry {
+        version: 1,
         document_id: doc.into(),
         chunk_id: format!("{doc}:{ordinal}:x"),
         ordinal,
@@ -234,7 +235,10 @@ fn replace_delete_and_metadata_filters() {
         idx.document_counts()
             .unwrap()
             .get(&("t".to_owned(), "doc".to_owned())),
-        Some(&1)
+        Some(&DocState {
+            chunks: 1,
+            version: Some(1)
+        })
     );
     idx.delete_document("t", "doc").unwrap();
     assert!(

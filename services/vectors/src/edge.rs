@@ -16,8 +16,8 @@ use qdrant_edge::{
 use sovra_auth::fields;
 
 use crate::{
-    KEYWORD_FIELDS, VectorError, VectorHit, VectorPoint, VectorQuery, VectorStore, payload,
-    point_uuid,
+    DOC_VERSION, DocState, KEYWORD_FIELDS, VectorError, VectorHit, VectorPoint, VectorQuery,
+    VectorStore, fold_doc_versions, payload, point_uuid,
 };
 
 pub struct EdgeStore {
@@ -92,21 +92,22 @@ impl EdgeStore {
                     EdgeVectorParams::builder(dimensions, Distance::Cosine).build(),
                 )
                 .build();
-            let shard = EdgeShard::new(dir, config).map_err(err)?;
-            for field in KEYWORD_FIELDS {
-                shard
-                    .update(UpdateOperation::FieldIndexOperation(
-                        FieldIndexOperations::CreateIndex(CreateIndex {
-                            field_name: key(field)?,
-                            field_schema: Some(PayloadFieldSchema::FieldType(
-                                PayloadSchemaType::Keyword,
-                            )),
-                        }),
-                    ))
-                    .map_err(err)?;
-            }
-            shard
+            EdgeShard::new(dir, config).map_err(err)?
         };
+        // Every keyword index, on a new shard and on one made by an older
+        // version (a field added since is indexed now).
+        for field in KEYWORD_FIELDS {
+            shard
+                .update(UpdateOperation::FieldIndexOperation(
+                    FieldIndexOperations::CreateIndex(CreateIndex {
+                        field_name: key(field)?,
+                        field_schema: Some(PayloadFieldSchema::FieldType(
+                            PayloadSchemaType::Keyword,
+                        )),
+                    }),
+                ))
+                .map_err(err)?;
+        }
         Ok(Self {
             shard: Arc::new(shard),
         })
@@ -205,16 +206,16 @@ impl VectorStore for EdgeStore {
         .await
     }
 
-    async fn document_counts(&self) -> Result<BTreeMap<(String, String), usize>, VectorError> {
-        // Tenants first, then each tenant's documents: two exact facets on
-        // the keyword indexes the store was created with.
+    async fn document_counts(&self) -> Result<BTreeMap<(String, String), DocState>, VectorError> {
+        // Tenants first, then each tenant's documents with the version
+        // their points carry: exact facets on keyword indexes.
         let tenants = FacetRequest {
             key: key(fields::TENANT)?,
             limit: usize::MAX / 2,
             filter: None,
             exact: true,
         };
-        let document_key = key("document_id")?;
+        let versions_key = key(DOC_VERSION)?;
         self.blocking(move |shard| {
             let keywords = |hits: Vec<FacetValueHit>| -> Vec<(String, usize)> {
                 hits.into_iter()
@@ -230,16 +231,13 @@ impl VectorStore for EdgeStore {
                 .filter(|(_, n)| *n > 0)
             {
                 let request = FacetRequest {
-                    key: document_key.clone(),
+                    key: versions_key.clone(),
                     limit: usize::MAX / 2,
                     filter: Some(filter(vec![keyword(fields::TENANT, &tenant)?], Vec::new())),
                     exact: true,
                 };
-                for (id, count) in keywords(shard.facet(request).map_err(err)?.hits) {
-                    if count > 0 {
-                        out.insert((tenant.clone(), id), count);
-                    }
-                }
+                let hits = keywords(shard.facet(request).map_err(err)?.hits);
+                fold_doc_versions(&tenant, hits, &mut out);
             }
             Ok(out)
         })

@@ -32,6 +32,8 @@ pub enum VectorError {
 pub struct VectorPoint {
     pub chunk_id: String,
     pub document_id: String,
+    /// The catalog version of the document this chunk belongs to.
+    pub version: i64,
     pub tenant: String,
     pub acl: Acl,
     pub metadata: BTreeMap<String, String>,
@@ -77,8 +79,9 @@ pub trait VectorStore: Send + Sync {
     async fn delete_document(&self, tenant: &str, document_id: &str) -> Result<(), VectorError>;
     /// Nearest chunks the principal may see, best first.
     async fn search(&self, query: &VectorQuery) -> Result<Vec<VectorHit>, VectorError>;
-    /// Points per (tenant, document id) (consistency checks against the catalog).
-    async fn document_counts(&self) -> Result<BTreeMap<(String, String), usize>, VectorError>;
+    /// Per (tenant, document id): how many points, and the catalog version
+    /// they carry (`None` when they disagree), for reconciliation.
+    async fn document_counts(&self) -> Result<BTreeMap<(String, String), DocState>, VectorError>;
     /// Which backend this is, for logs and metrics.
     fn backend(&self) -> &'static str;
     /// Builds search indexes for what was written since the last call
@@ -108,8 +111,10 @@ pub(crate) fn payload(p: &VectorPoint) -> serde_json::Value {
     let mut payload = serde_json::json!({
         "chunk_id": p.chunk_id,
         "document_id": p.document_id,
+        "version": p.version,
         "meta": p.metadata,
     });
+    payload[DOC_VERSION] = serde_json::json!(doc_version(&p.document_id, p.version));
     payload[fields::TENANT] = serde_json::json!(p.tenant);
     payload[fields::ACL_GROUPS] = serde_json::json!(p.acl.groups);
     payload[fields::ACL_USERS] = serde_json::json!(p.acl.users);
@@ -117,12 +122,54 @@ pub(crate) fn payload(p: &VectorPoint) -> serde_json::Value {
 }
 
 /// Payload fields with keyword indexes, created before any data arrives.
-pub(crate) const KEYWORD_FIELDS: [&str; 4] = [
+pub(crate) const KEYWORD_FIELDS: [&str; 5] = [
     fields::TENANT,
     fields::ACL_GROUPS,
     fields::ACL_USERS,
     "document_id",
+    DOC_VERSION,
 ];
+
+/// A payload key holding the document id and its version together, so that
+/// one facet per tenant tells reconciliation which version every document's
+/// points carry.
+pub(crate) const DOC_VERSION: &str = "doc_version";
+
+pub(crate) fn doc_version(document_id: &str, version: i64) -> String {
+    format!("{document_id}\u{1f}{version}")
+}
+
+/// Folds facet hits of `DOC_VERSION` values into per-document states.
+pub(crate) fn fold_doc_versions(
+    tenant: &str,
+    hits: impl IntoIterator<Item = (String, usize)>,
+    out: &mut BTreeMap<(String, String), DocState>,
+) {
+    for (value, count) in hits {
+        if count == 0 {
+            continue;
+        }
+        let Some((id, version)) = value.rsplit_once('\u{1f}') else {
+            continue;
+        };
+        let version = version.parse::<i64>().ok();
+        let state = out
+            .entry((tenant.to_owned(), id.to_owned()))
+            .or_insert(DocState { chunks: 0, version });
+        if state.chunks > 0 && state.version != version {
+            state.version = None;
+        }
+        state.chunks += count;
+    }
+}
+
+/// What an index holds of one document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocState {
+    pub chunks: usize,
+    /// The catalog version its chunks carry; `None` when they disagree.
+    pub version: Option<i64>,
+}
 
 #[cfg(test)]
 mod contract;

@@ -15,8 +15,8 @@ use qdrant_client::{Payload, Qdrant};
 use sovra_auth::fields;
 
 use crate::{
-    KEYWORD_FIELDS, VectorError, VectorHit, VectorPoint, VectorQuery, VectorStore, payload,
-    point_uuid,
+    DOC_VERSION, DocState, KEYWORD_FIELDS, VectorError, VectorHit, VectorPoint, VectorQuery,
+    VectorStore, fold_doc_versions, payload, point_uuid,
 };
 
 /// How a new collection is laid out on a Qdrant cluster (0: server default).
@@ -65,19 +65,17 @@ impl ServerStore {
                 })
                 .await
                 .map_err(err)?;
-            for field in KEYWORD_FIELDS {
-                client
-                    .create_field_index(
-                        CreateFieldIndexCollectionBuilder::new(
-                            collection,
-                            field,
-                            FieldType::Keyword,
-                        )
+        }
+        // Every keyword index, on a new collection and on one made by an
+        // older version (creating an existing index is accepted).
+        for field in KEYWORD_FIELDS {
+            client
+                .create_field_index(
+                    CreateFieldIndexCollectionBuilder::new(collection, field, FieldType::Keyword)
                         .wait(true),
-                    )
-                    .await
-                    .map_err(err)?;
-            }
+                )
+                .await
+                .map_err(err)?;
         }
         Ok(Self {
             client,
@@ -180,7 +178,7 @@ impl VectorStore for ServerStore {
             .collect())
     }
 
-    async fn document_counts(&self) -> Result<BTreeMap<(String, String), usize>, VectorError> {
+    async fn document_counts(&self) -> Result<BTreeMap<(String, String), DocState>, VectorError> {
         fn keywords(hits: Vec<qdrant_client::qdrant::FacetHit>) -> Vec<(String, usize)> {
             hits.into_iter()
                 .filter_map(|h| match h.value.and_then(|v| v.variant) {
@@ -204,7 +202,7 @@ impl VectorStore for ServerStore {
             let documents = self
                 .client
                 .facet(
-                    FacetCountsBuilder::new(&self.collection, "document_id")
+                    FacetCountsBuilder::new(&self.collection, DOC_VERSION)
                         .filter(Filter::must([Condition::matches(
                             fields::TENANT,
                             tenant.clone(),
@@ -216,11 +214,7 @@ impl VectorStore for ServerStore {
                 .map_err(err)?;
             // A server may still list a deleted document's value with a
             // count of 0 until its index is compacted: that is no document.
-            for (id, count) in keywords(documents.hits) {
-                if count > 0 {
-                    out.insert((tenant.clone(), id), count);
-                }
-            }
+            fold_doc_versions(&tenant, keywords(documents.hits), &mut out);
         }
         Ok(out)
     }
