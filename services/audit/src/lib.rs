@@ -16,17 +16,13 @@ mod writer;
 
 pub use checkpoint::{CheckpointKey, CheckpointKeyError, CheckpointVerifier};
 pub use record::{AuditEvent, AuditRecord, EventFilter, Page};
-pub use store::{Backend, PruneReport, SqlStore, VerifyReport};
+pub use store::{PruneReport, SqlStore, VerifyReport};
 pub use writer::GroupCommitWriter;
 
 use async_trait::async_trait;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("audit database {url}: {message}")]
-    Connect { url: String, message: String },
-    #[error("audit migrations failed: {0}")]
-    Migrate(String),
     #[error("audit database error: {0}")]
     Database(String),
     #[error("the audit writer has stopped")]

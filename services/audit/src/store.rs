@@ -1,21 +1,15 @@
 //! The SQL store behind the audit trail, for PostgreSQL and SQLite alike
 //! (through sqlx's `Any` driver; both dialects accept `$N` parameters).
 
-use std::path::Path;
-use std::time::Duration;
-
 use serde::Serialize;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::migrate::Migrator;
+use sovra_storage::{Backend, Database};
+use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 
 use crate::chain::{GENESIS, link_hash};
 use crate::checkpoint::{CheckpointKey, CheckpointVerifier};
 use crate::record::rfc3339;
 use crate::{AuditError, AuditEvent, AuditReceipt, AuditRecord, EventFilter, Page};
-
-static PG_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 /// Key of the transaction-scoped advisory lock that serialises chain appends
 /// across every gateway replica sharing one PostgreSQL database.
@@ -25,13 +19,6 @@ const PG_CHAIN_LOCK: i64 = 0x50AA_4D17;
 const INSERT_CHUNK: usize = 50;
 
 const COLUMNS: &str = "seq, id, ts_us, request_id, trace_id, subject, tenant, roles, client_addr, method, route, action, status, latency_us, reason, document_ids, details, prev_hash, hash";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
 
 /// The audit trail's database.
 #[derive(Clone)]
@@ -112,107 +99,17 @@ impl SqlBuf {
     }
 }
 
-fn redact(url: &str) -> String {
-    // postgres://user:password@host/db -> postgres://user:***@host/db
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 impl SqlStore {
-    /// Connects; for SQLite, creates the file (and its folder) and turns WAL on.
-    pub async fn connect(
-        url: &str,
-        max_connections: u32,
-        acquire_timeout: Duration,
-    ) -> Result<Self, AuditError> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("postgres") {
-            Backend::Postgres
-        } else {
-            Backend::Sqlite
-        };
-        let err = |e: sqlx::Error| AuditError::Connect {
-            url: redact(url),
-            message: e.to_string(),
-        };
-        if backend == Backend::Sqlite {
-            let path = url
-                .trim_start_matches("sqlite://")
-                .trim_start_matches("sqlite:")
-                .split('?')
-                .next()
-                .unwrap_or_default();
-            if !path.is_empty()
-                && path != ":memory:"
-                && let Some(dir) = Path::new(path)
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir).map_err(|e| AuditError::Connect {
-                    url: redact(url),
-                    message: format!("creating {}: {e}", dir.display()),
-                })?;
-            }
+    /// The audit trail in `db` (its migrations applied by `Database::migrate`).
+    pub fn new(db: Database) -> Self {
+        Self {
+            backend: db.backend(),
+            pool: db.pool().clone(),
         }
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(acquire_timeout)
-            .connect(url)
-            .await
-            .map_err(err)?;
-        if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode=WAL")
-                .fetch_optional(&pool)
-                .await
-                .map_err(err)?;
-        }
-        Ok(Self { pool, backend })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// The pool, for other tables in the same database (the catalog).
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
-    fn migrator(&self) -> &'static Migrator {
-        match self.backend {
-            Backend::Postgres => &PG_MIGRATIONS,
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-        }
-    }
-
-    pub async fn migrate(&self) -> Result<(), AuditError> {
-        self.migrator()
-            .run(&self.pool)
-            .await
-            .map_err(|e| AuditError::Migrate(e.to_string()))
-    }
-
-    /// True when the database answers and every embedded migration is applied.
-    pub async fn ready(&self) -> Result<bool, AuditError> {
-        let latest = self.migrator().iter().map(|m| m.version).max().unwrap_or(0);
-        let row = sqlx::query(
-            "SELECT COALESCE(MAX(version), 0) AS v FROM _sqlx_migrations WHERE success = TRUE",
-        )
-        .fetch_one(&self.pool)
-        .await;
-        match row {
-            Ok(row) => Ok(row.try_get::<i64, _>("v")? >= latest),
-            Err(sqlx::Error::Database(_)) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
     }
 
     async fn begin_append(&self) -> Result<Transaction<'static, Any>, AuditError> {
@@ -700,18 +597,4 @@ fn record_from_row(r: &AnyRow) -> Result<AuditRecord, AuditError> {
         prev_hash: text("prev_hash")?,
         hash: text("hash")?,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact("sqlite://./x.db"), "sqlite://./x.db");
-    }
 }

@@ -168,9 +168,12 @@ impl Staged {
 const DOC_COLUMNS: &str = "id, tenant, title, source, content_type, content_hash, version, acl, metadata, created_by, created_us, updated_us, chunk_count, bytes";
 
 impl Catalog {
-    /// Uses the database the audit store opened (migrations applied there).
-    pub fn new(pool: AnyPool, postgres: bool) -> Self {
-        Self { pool, postgres }
+    /// The catalog in `db` (its migrations applied by `Database::migrate`).
+    pub fn new(db: &sovra_storage::Database) -> Self {
+        Self {
+            pool: db.pool().clone(),
+            postgres: db.backend() == sovra_storage::Backend::Postgres,
+        }
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Any>, CatalogError> {

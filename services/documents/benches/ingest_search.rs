@@ -228,11 +228,11 @@ async fn main() {
 
     // ---- Ingestion through the whole write path ----
     let url = format!("sqlite://{}/bench.db?mode=rwc", dir.path().display());
-    let store = sovra_audit::SqlStore::connect(&url, 4, Duration::from_secs(5))
+    let database = sovra_storage::Database::connect(&url, 4, Duration::from_secs(5))
         .await
         .unwrap();
-    store.migrate().await.unwrap();
-    let catalog = Catalog::new(store.pool().clone(), false);
+    database.migrate().await.unwrap();
+    let catalog = Catalog::new(&database);
     let index = Arc::new(LexicalIndex::open(&dir.path().join("tantivy")).unwrap());
     let vectors = Arc::new(EdgeStore::open(&dir.path().join("vectors"), 384).unwrap());
     let service = DocumentService::new(

@@ -18,10 +18,11 @@ use crate::state::AppState;
 
 pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     let telemetry = sovra_telemetry::init(&settings.telemetry)?;
-    let store = crate::cli::connect(&settings).await?;
+    let database = crate::cli::database(&settings).await?;
     if settings.database.migrate_on_start {
-        store.migrate().await?;
+        database.migrate().await?;
     }
+    let store = sovra_audit::SqlStore::new(database.clone());
     let metrics = Metrics::new().map_err(anyhow::Error::msg)?;
     let observer = {
         let m = metrics.clone();
@@ -52,11 +53,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         .context_tokens
         .min(generation.generator().context_tokens());
     let marker_bans = sovra_answer::marker_bans(generation.generator().as_ref());
-    let (documents, retriever, follow_from) = open_documents(&settings, &store).await?;
+    let (documents, retriever, follow_from) = open_documents(&settings, &database).await?;
     if settings.replication.follow
         && let Some(from) = follow_from
     {
-        spawn_follower(&settings, &store, &metrics, documents.clone(), from);
+        spawn_follower(&settings, &database, &metrics, documents.clone(), from);
     }
     let limits: Arc<dyn sovra_limits::LimitStore> = match settings.limits.backend {
         sovra_config::LimitsBackend::Memory => Arc::new(sovra_limits::MemoryLimits::new()),
@@ -80,6 +81,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         auth,
         audit: writer.clone(),
         store,
+        database,
         metrics,
         checkpoint_key,
         checkpoint_verifier,
@@ -220,7 +222,7 @@ fn spawn_retention(
 /// The catalog, both indexes, the embedder and the chunker, for `sovra serve`.
 pub async fn open_documents(
     settings: &Settings,
-    store: &sovra_audit::SqlStore,
+    database: &sovra_storage::Database,
 ) -> anyhow::Result<(
     Arc<sovra_documents::DocumentService>,
     Arc<sovra_retrieval::Retriever>,
@@ -270,10 +272,7 @@ pub async fn open_documents(
         ),
     };
     let index = Arc::new(sovra_index::LexicalIndex::open(&settings.index_dir())?);
-    let catalog = sovra_catalog::Catalog::new(
-        store.pool().clone(),
-        store.backend() == sovra_audit::Backend::Postgres,
-    );
+    let catalog = sovra_catalog::Catalog::new(database);
     let limits = sovra_ingest::Limits {
         max_unpacked_bytes: i.max_unpacked_bytes,
         max_text_chars: i.max_text_chars,
@@ -300,7 +299,7 @@ pub async fn open_documents(
     // Where following the change sequence starts when this replica never
     // followed: the last change before reconciliation (which brings the
     // indexes up to the catalog), so nothing committed meanwhile is missed.
-    let ready = store.ready().await.unwrap_or(false);
+    let ready = database.ready().await.unwrap_or(false);
     let follow_from = if ready {
         Some(documents.catalog().last_change_seq().await?)
     } else {
@@ -344,7 +343,7 @@ pub async fn open_documents(
 /// SQLite has).
 fn spawn_follower(
     settings: &Settings,
-    store: &sovra_audit::SqlStore,
+    database: &sovra_storage::Database,
     metrics: &Metrics,
     documents: Arc<sovra_documents::DocumentService>,
     fresh_from: i64,
@@ -368,7 +367,7 @@ fn spawn_follower(
         },
     );
     let from = follower.saved_seq().unwrap_or(fresh_from);
-    if store.backend() == sovra_audit::Backend::Postgres {
+    if database.backend() == sovra_storage::Backend::Postgres {
         tokio::spawn(sovra_catalog::listen_for_changes(
             settings.database_url(),
             follower.waker(),

@@ -13,6 +13,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub audit: Arc<dyn AuditSink>,
     pub store: SqlStore,
+    /// The catalog-and-audit database (readiness).
+    pub database: sovra_storage::Database,
     pub metrics: Metrics,
     /// Signs retention checkpoints; `None` where no key is configured.
     pub checkpoint_key: Option<Arc<CheckpointKey>>,

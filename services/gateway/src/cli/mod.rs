@@ -8,6 +8,7 @@ use anyhow::Context;
 use sovra_audit::SqlStore;
 use sovra_auth::{DevTokenRequest, mint_development_token};
 use sovra_config::Settings;
+use sovra_storage::Database;
 
 mod answers;
 mod audit;
@@ -24,8 +25,9 @@ pub use eval::{EvalArgs, eval};
 pub use ingest::{IngestArgs, ingest};
 pub use token::{TokenArgs, token};
 
-pub async fn connect(settings: &Settings) -> anyhow::Result<SqlStore> {
-    Ok(SqlStore::connect(
+/// The catalog-and-audit database of `settings`.
+pub async fn database(settings: &Settings) -> anyhow::Result<Database> {
+    Ok(Database::connect(
         &settings.database_url(),
         settings.database.max_connections,
         Duration::from_secs(settings.database.acquire_timeout_secs),
@@ -33,10 +35,15 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<SqlStore> {
     .await?)
 }
 
+/// The audit trail in the database of `settings`.
+pub async fn connect(settings: &Settings) -> anyhow::Result<SqlStore> {
+    Ok(SqlStore::new(database(settings).await?))
+}
+
 pub async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let store = connect(settings).await?;
-    store.migrate().await?;
-    println!("migrations applied ({:?})", store.backend());
+    let db = database(settings).await?;
+    db.migrate().await?;
+    println!("migrations applied ({:?})", db.backend());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,11 +11,9 @@ pub async fn healthz() -> HttpResponse {
 
 /// Ready: the database answers and every migration is applied.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
-    match state.store.ready().await {
-        Ok(true) => {
-            Ok(HttpResponse::Ok()
-                .json(json!({"status": "ready", "database": state.store.backend()})))
-        }
+    match state.database.ready().await {
+        Ok(true) => Ok(HttpResponse::Ok()
+            .json(json!({"status": "ready", "database": state.database.backend()}))),
         Ok(false) => Err(Problem::new(
             ErrorCode::NotReady,
             "database migrations are not applied; run `sovra migrate`",
