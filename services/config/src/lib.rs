@@ -656,8 +656,8 @@ impl Settings {
             key: "auth.dev_secret",
             message,
         };
-        if path.exists() {
-            let text = std::fs::read_to_string(&path)
+        let read = |path: &Path| -> Result<String, ConfigError> {
+            let text = std::fs::read_to_string(path)
                 .map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
             let secret = text.trim().to_owned();
             if secret.len() < 32 {
@@ -666,26 +666,41 @@ impl Settings {
                     path.display()
                 )));
             }
-            self.auth.dev_secret = secret;
+            Ok(secret)
+        };
+        if path.exists() {
+            self.auth.dev_secret = read(&path)?;
             return Ok(());
         }
         use rand::RngCore;
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        // Written whole to a file of this process's own, then linked into
+        // place, which fails if another process got there first: its
+        // secret is then read, so two commands started at once agree.
+        let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), &secret[..16]));
         let write = || -> std::io::Result<()> {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::create_dir_all(&self.storage.data_dir)?;
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
-                .create_new(true)
+                .create(true)
+                .truncate(true)
                 .mode(0o600)
-                .open(&path)?;
-            f.write_all(secret.as_bytes())
+                .open(&tmp)?;
+            f.write_all(secret.as_bytes())?;
+            f.sync_all()
         };
-        write().map_err(|e| invalid(format!("writing {}: {e}", path.display())))?;
-        self.auth.dev_secret = secret;
+        write().map_err(|e| invalid(format!("writing {}: {e}", tmp.display())))?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        self.auth.dev_secret = match linked {
+            Ok(()) => secret,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path)?,
+            Err(e) => return Err(invalid(format!("writing {}: {e}", path.display()))),
+        };
         Ok(())
     }
 
@@ -1229,6 +1244,24 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        // Started at once on a new installation, every command agrees.
+        let c = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = c.path().to_owned();
+        let secrets: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8).map(|_| scope.spawn(|| secret_of(&dir))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| panic!("a loader panicked")))
+                .collect()
+        });
+        assert!(secrets.iter().all(|x| *x == secrets[0]), "{secrets:?}");
+        assert_eq!(
+            std::fs::read_dir(c.path())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .count(),
+            1,
+            "no temporary file left behind"
+        );
     }
 
     #[test]
