@@ -11,7 +11,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::web::{self, Bytes};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sovra_answer::{AnswerError, Budget, Prompt, RetrievalRequest};
+use sovra_answer::{Budget, Prompt, RetrievalRequest};
 use sovra_audit::AuditEvent;
 use sovra_auth::Principal;
 use sovra_inference::{
@@ -199,21 +199,6 @@ pub struct Question<'a> {
     pub history: Vec<ChatMessage>,
 }
 
-fn answer_problem(e: AnswerError) -> Problem {
-    match e {
-        AnswerError::TooLong { needed, budget } => Problem::invalid_parameter(
-            "max_tokens",
-            format!(
-                "the question and max_tokens need {needed} tokens; the context budget is {budget}"
-            ),
-        ),
-        other => {
-            tracing::error!(error = %other, "answer preparation failed");
-            Problem::internal("the answer could not be prepared")
-        }
-    }
-}
-
 /// Retrieves with the caller's ACL and builds the prompt; notes what was
 /// retrieved and used in the audit record.
 pub async fn retrieve(
@@ -230,12 +215,7 @@ pub async fn retrieve(
         metadata: q.metadata,
         gate: &state.gate,
     };
-    let (hits, relevant) = sovra_answer::retrieve(&state.retriever, principal, &req)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "retrieval failed");
-            Problem::internal("retrieval failed")
-        })?;
+    let (hits, relevant) = sovra_answer::retrieve(&state.retriever, principal, &req).await?;
     audit.detail(
         "retrieved_chunk_ids",
         json!(hits.iter().map(|h| h.chunk_id.as_str()).collect::<Vec<_>>()),
@@ -269,9 +249,7 @@ pub async fn retrieve(
         )
     })
     .instrument(tracing::info_span!("build_prompt"))
-    .await
-    .map_err(|_| Problem::internal("the answer could not be prepared"))?
-    .map_err(answer_problem)?;
+    .await??;
     note_prompt(audit, &prompt);
     Ok(Retrieval {
         question: q.text.to_owned(),
@@ -297,9 +275,7 @@ pub async fn plain(
     let generator = state.generation.generator().clone();
     let prompt =
         web::block(move || sovra_answer::plain_prompt(generator.as_ref(), &messages, budget))
-            .await
-            .map_err(|_| Problem::internal("the prompt could not be prepared"))?
-            .map_err(answer_problem)?;
+            .await??;
     note_prompt(audit, &prompt);
     Ok(prompt)
 }

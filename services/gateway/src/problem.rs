@@ -213,6 +213,87 @@ impl ResponseError for Problem {
     }
 }
 
+// The one mapping from the libraries' errors to HTTP. An internal error is
+// logged here, once, inside the request's span (so with its request id and
+// trace id), and answered without its details.
+
+fn internal(what: &'static str, e: &dyn std::fmt::Display) -> Problem {
+    tracing::error!(error = %e, "{what}");
+    Problem::internal(what)
+}
+
+impl From<actix_web::error::BlockingError> for Problem {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        internal("a blocking task failed", &e)
+    }
+}
+
+impl From<sovra_retrieval::RetrievalError> for Problem {
+    fn from(e: sovra_retrieval::RetrievalError) -> Self {
+        internal("retrieval failed", &e)
+    }
+}
+
+impl From<sovra_catalog::CatalogError> for Problem {
+    fn from(e: sovra_catalog::CatalogError) -> Self {
+        match e {
+            sovra_catalog::CatalogError::InvalidQuery { field, message } => {
+                Problem::invalid_parameter(field, message)
+            }
+            other => internal("the catalog could not be read", &other),
+        }
+    }
+}
+
+impl From<sovra_inference::InferenceError> for Problem {
+    fn from(e: sovra_inference::InferenceError) -> Self {
+        match e {
+            sovra_inference::InferenceError::Input(m) => Problem::invalid_parameter("input", m),
+            other => internal("the model failed", &other),
+        }
+    }
+}
+
+impl From<sovra_answer::AnswerError> for Problem {
+    fn from(e: sovra_answer::AnswerError) -> Self {
+        match e {
+            sovra_answer::AnswerError::TooLong { needed, budget } => Problem::invalid_parameter(
+                "max_tokens",
+                format!(
+                    "the question and max_tokens need {needed} tokens; the context budget is {budget}"
+                ),
+            ),
+            other => internal("the answer could not be prepared", &other),
+        }
+    }
+}
+
+impl From<sovra_documents::ServiceError> for Problem {
+    fn from(e: sovra_documents::ServiceError) -> Self {
+        use sovra_documents::ServiceError;
+        use sovra_ingest::IngestError;
+        match e {
+            ServiceError::Ingest(IngestError::Unsupported(t)) => Problem::new(
+                ErrorCode::UnsupportedMediaType,
+                format!("unsupported document type `{t}` (supported: text/plain, text/markdown, text/html, application/pdf, DOCX)"),
+            )
+            .field("content_type"),
+            ServiceError::Ingest(IngestError::TooLarge(m)) => {
+                Problem::new(ErrorCode::PayloadTooLarge, m)
+            }
+            ServiceError::Ingest(e @ (IngestError::Corrupt(_) | IngestError::Empty)) => {
+                Problem::new(ErrorCode::UnprocessableDocument, e.to_string())
+                    .reason("document_unreadable")
+            }
+            ServiceError::NotFound(_) => Problem::new(
+                ErrorCode::NotFound,
+                "no document with that id is visible to you",
+            ),
+            other => internal("the document could not be stored; nothing was written", &other),
+        }
+    }
+}
+
 impl From<sovra_audit::AuditError> for Problem {
     fn from(e: sovra_audit::AuditError) -> Self {
         match e {

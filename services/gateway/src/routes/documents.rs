@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sovra_auth::{Acl, Principal};
 use sovra_catalog::ListFilter;
 use sovra_documents::{NewDocument, ServiceError};
-use sovra_ingest::{Format, IngestError};
+use sovra_ingest::Format;
 
 use crate::extract::{AuditCtx, Authorized, Browse, Ingest, ValidJson};
 use crate::problem::{ErrorCode, Problem};
@@ -30,28 +30,6 @@ pub struct DocumentJson {
     metadata: BTreeMap<String, Value>,
     tenant: Option<String>,
     acl: Acl,
-}
-
-pub fn problem_of(e: ServiceError) -> Problem {
-    match e {
-        ServiceError::Ingest(IngestError::Unsupported(t)) => Problem::new(
-            ErrorCode::UnsupportedMediaType,
-            format!("unsupported document type `{t}` (supported: text/plain, text/markdown, text/html, application/pdf, DOCX)"),
-        )
-        .field("content_type"),
-        ServiceError::Ingest(IngestError::TooLarge(m)) => Problem::new(ErrorCode::PayloadTooLarge, m),
-        ServiceError::Ingest(e @ (IngestError::Corrupt(_) | IngestError::Empty)) => {
-            Problem::new(ErrorCode::UnprocessableDocument, e.to_string()).reason("document_unreadable")
-        }
-        ServiceError::NotFound(_) => Problem::new(
-            ErrorCode::NotFound,
-            "no document with that id is visible to you",
-        ),
-        other => {
-            tracing::error!(error = %other, "document write failed");
-            Problem::internal("the document could not be stored; nothing was written")
-        }
-    }
 }
 
 fn valid_id(id: &str) -> Result<(), Problem> {
@@ -214,7 +192,7 @@ async fn store(
         .documents
         .ingest(principal, doc)
         .await
-        .map_err(problem_of)?;
+        .map_err(Problem::from)?;
     let d = &outcome.document;
     audit.detail(
         "document",
@@ -300,8 +278,8 @@ async fn create_json(
             let ct = j.content_type.ok_or_else(|| {
                 Problem::invalid_parameter("content_type", "required with content")
             })?;
-            let format =
-                Format::from_content_type(&ct).map_err(|e| problem_of(ServiceError::Ingest(e)))?;
+            let format = Format::from_content_type(&ct)
+                .map_err(|e| Problem::from(ServiceError::Ingest(e)))?;
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(content.as_bytes())
                 .map_err(|_| Problem::invalid_parameter("content", "not valid base64"))?;
@@ -386,7 +364,7 @@ async fn create_multipart(
             .or_else(|_| Format::from_path(std::path::Path::new(&filename))),
         None => Format::from_path(std::path::Path::new(&filename)),
     }
-    .map_err(|e| problem_of(ServiceError::Ingest(e)))?;
+    .map_err(|e| Problem::from(ServiceError::Ingest(e)))?;
     let list = |k: &str| -> Vec<String> {
         fields
             .get(k)
@@ -482,10 +460,7 @@ pub async fn list(
         .catalog()
         .list(&auth.principal.scope(), &filter)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "catalog list failed");
-            Problem::internal("the catalog could not be read")
-        })?;
+        .map_err(Problem::from)?;
     auth.audit.detail("listed", json!(page.documents.len()));
     Ok(HttpResponse::Ok().json(page))
 }
@@ -503,7 +478,7 @@ pub async fn get(
         .catalog()
         .get(&auth.principal.scope(), &id)
         .await
-        .map_err(|_| Problem::internal("the catalog could not be read"))?;
+        .map_err(Problem::from)?;
     match doc {
         Some(d) => Ok(HttpResponse::Ok().json(d)),
         None => Err(Problem::new(
@@ -525,7 +500,7 @@ pub async fn delete(
         .documents
         .delete(&auth.principal, &id)
         .await
-        .map_err(problem_of)?
+        .map_err(Problem::from)?
     {
         Some(d) => {
             auth.audit.detail(

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::extract::{Authorized, Read, ValidJson};
-use crate::problem::{ErrorCode, Problem};
+use crate::problem::Problem;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -80,12 +80,7 @@ pub async fn embeddings(
         let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         embedder.embed(&refs)
     })
-    .await
-    .map_err(|_| Problem::internal("embedding failed"))?
-    .map_err(|e| {
-        tracing::error!(error = %e, "embedding failed");
-        Problem::new(ErrorCode::Internal, "embedding failed")
-    })?;
+    .await??;
     let tokens: usize = out.iter().map(|e| e.tokens).sum();
     let data: Vec<Value> = out
         .into_iter()

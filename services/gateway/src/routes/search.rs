@@ -49,11 +49,7 @@ pub async fn search(
     let hits = state
         .retriever
         .retrieve(&auth.principal, &query, b.mode, top_k, &metadata)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "search failed");
-            Problem::internal("search failed")
-        })?;
+        .await?;
     auth.audit.0.borrow_mut().document_ids = sovra_retrieval::document_ids(&hits);
     auth.audit.detail(
         "chunk_ids",
