@@ -28,6 +28,26 @@ ensure_postgres() {
     return 1
 }
 
+# Starts a local Redis (the shared-limits tests use 127.0.0.1:6379) when it
+# does not answer.
+ensure_redis() {
+    if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+        return 0
+    fi
+    log "Redis is down; starting it"
+    if ! command -v redis-server >/dev/null 2>&1; then
+        log "installing Redis from Debian's packages"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null
+    fi
+    redis-server --bind 127.0.0.1 --port 6379 --save '' --appendonly no --daemonize yes >/dev/null
+    for _ in $(seq 1 30); do
+        redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    echo "Redis did not start on 127.0.0.1:6379" >&2
+    return 1
+}
+
 # Drops databases left behind by interrupted test runs.
 drop_stale_test_databases() {
     psql "$SOVRA_TEST_PG_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'sovra\_test\_%'" 2>/dev/null |

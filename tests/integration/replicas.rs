@@ -247,8 +247,8 @@ async fn changes_on_one_replica_reach_the_other_within_two_seconds() {
 }
 
 /// Two replicas append to one audit chain under load; one is killed with
-/// SIGKILL mid-way. Every request either answered is in the chain, and the
-/// chain, written by both, verifies.
+/// SIGKILL mid-way. Every request either of them answered is in the chain,
+/// and the chain, written by both, verifies.
 #[tokio::test]
 async fn two_replicas_under_load_share_one_chain_and_a_sigkill_loses_no_answered_record() {
     use std::collections::HashSet;
