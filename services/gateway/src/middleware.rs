@@ -26,17 +26,6 @@ use crate::state::AppState;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 
-/// Routes answered without authentication and without an audit record by
-/// the pipeline: health, metrics, the static pages (which hold no data; every
-/// datum they show comes through the authenticated API), and the
-/// development token route (development mode only; it audits itself).
-pub fn is_public(path: &str) -> bool {
-    matches!(
-        path,
-        "/healthz" | "/readyz" | "/metrics" | "/" | "/v1/dev/token"
-    ) || path.starts_with("/assets/")
-}
-
 /// The Content Security Policy of every response: only this server's own
 /// script, style and API; no inline script, no framing, no plugins.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -94,7 +83,7 @@ pub async fn pipeline(
     let trace_id = span.context().span().span_context().trace_id().to_string();
 
     let work = async move {
-        let mut res = if is_public(req.path()) {
+        let mut res = if routes::is_public(req.path()) {
             next.call(req).await?.map_into_boxed_body()
         } else {
             handle_audited(req, next, &state, &request_id, &trace_id, &method, started).await?

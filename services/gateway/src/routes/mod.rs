@@ -1,5 +1,6 @@
-//! Every HTTP route, in one table: method, path, audit action. The OpenAPI
-//! document under docs/ must list each (a test checks).
+//! Every HTTP route, in one table: method, path, audit action, public or
+//! not, handler. The OpenAPI document under docs/ must list each (a test
+//! checks).
 
 mod audit;
 mod chat;
@@ -21,113 +22,165 @@ pub struct Route {
     pub path: &'static str,
     /// The `action` recorded in the audit trail (public routes are not audited).
     pub action: &'static str,
+    /// Answered without authentication and without an audit record by the
+    /// pipeline: health, metrics, the static pages (which hold no data;
+    /// every datum they show comes through the authenticated API), and the
+    /// development token route (development mode only; it audits itself).
+    pub public: bool,
+    /// The actix route: method and handler.
+    pub handler: fn() -> actix_web::Route,
 }
 
+/// Every route. The actix configuration ([`configure`]), the public-path
+/// check ([`is_public`]) and the audit action ([`action_for`]) all come from
+/// this table, and a test checks it against the OpenAPI document.
 pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/",
         action: "page",
+        public: true,
+        handler: || web::get().to(pages::index),
     },
     Route {
         method: "GET",
         path: "/assets/{file}",
         action: "asset",
+        public: true,
+        handler: || web::get().to(pages::asset),
     },
     Route {
         method: "POST",
         path: "/v1/dev/token",
         action: "dev.token",
+        public: true,
+        handler: || web::post().to(dev::token),
     },
     Route {
         method: "GET",
         path: "/healthz",
         action: "health",
+        public: true,
+        handler: || web::get().to(health::healthz),
     },
     Route {
         method: "GET",
         path: "/readyz",
         action: "ready",
+        public: true,
+        handler: || web::get().to(health::readyz),
     },
     Route {
         method: "GET",
         path: "/metrics",
         action: "metrics",
+        public: true,
+        handler: || web::get().to(health::metrics),
     },
     Route {
         method: "GET",
         path: "/v1/whoami",
         action: "whoami",
+        public: false,
+        handler: || web::get().to(whoami::whoami),
     },
     Route {
         method: "GET",
         path: "/v1/audit/events",
         action: "audit.query",
+        public: false,
+        handler: || web::get().to(audit::events),
     },
     Route {
         method: "GET",
         path: "/v1/audit/events/{id}",
         action: "audit.read",
+        public: false,
+        handler: || web::get().to(audit::event),
     },
     Route {
         method: "GET",
         path: "/v1/audit/export",
         action: "audit.export",
+        public: false,
+        handler: || web::get().to(audit::export),
     },
     Route {
         method: "GET",
         path: "/v1/audit/verify",
         action: "audit.verify",
+        public: false,
+        handler: || web::get().to(audit::verify),
     },
     Route {
         method: "POST",
         path: "/v1/audit/prune",
         action: "audit.prune",
+        public: false,
+        handler: || web::post().to(audit::prune),
     },
     Route {
         method: "POST",
         path: "/v1/documents",
         action: "document.write",
+        public: false,
+        handler: || web::post().to(documents::create),
     },
     Route {
         method: "GET",
         path: "/v1/documents",
         action: "document.list",
+        public: false,
+        handler: || web::get().to(documents::list),
     },
     Route {
         method: "GET",
         path: "/v1/documents/{id}",
         action: "document.read",
+        public: false,
+        handler: || web::get().to(documents::get),
     },
     Route {
         method: "DELETE",
         path: "/v1/documents/{id}",
         action: "document.delete",
+        public: false,
+        handler: || web::delete().to(documents::delete),
     },
     Route {
         method: "POST",
         path: "/v1/search",
         action: "search",
+        public: false,
+        handler: || web::post().to(search::search),
     },
     Route {
         method: "POST",
         path: "/v1/embeddings",
         action: "embeddings",
+        public: false,
+        handler: || web::post().to(embeddings::embeddings),
     },
     Route {
         method: "POST",
         path: "/v1/query",
         action: "query",
+        public: false,
+        handler: || web::post().to(query::query),
     },
     Route {
         method: "POST",
         path: "/v1/chat/completions",
         action: "chat",
+        public: false,
+        handler: || web::post().to(chat::completions),
     },
     Route {
         method: "GET",
         path: "/v1/models",
         action: "models.list",
+        public: false,
+        handler: || web::get().to(chat::models),
     },
 ];
 
@@ -140,34 +193,41 @@ pub fn action_for(method: &str, pattern: &str) -> &'static str {
         .unwrap_or("unknown")
 }
 
+/// Whether a request path is one of the table's public routes.
+pub fn is_public(path: &str) -> bool {
+    ROUTES
+        .iter()
+        .any(|r| r.public && matches_pattern(r.path, path))
+}
+
+/// `/assets/{file}` matches `/assets/app.js`: the same number of segments,
+/// each literal or a `{name}` that takes one non-empty segment.
+fn matches_pattern(pattern: &str, path: &str) -> bool {
+    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == q.len()
+        && p.iter().zip(&q).all(|(a, b)| {
+            if a.starts_with('{') && a.ends_with('}') {
+                !b.is_empty()
+            } else {
+                a == b
+            }
+        })
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/").route(web::get().to(pages::index)))
-        .service(resource("/assets/{file}").route(web::get().to(pages::asset)))
-        .service(resource("/v1/dev/token").route(web::post().to(dev::token)))
-        .service(resource("/healthz").route(web::get().to(health::healthz)))
-        .service(resource("/readyz").route(web::get().to(health::readyz)))
-        .service(resource("/metrics").route(web::get().to(health::metrics)))
-        .service(resource("/v1/whoami").route(web::get().to(whoami::whoami)))
-        .service(resource("/v1/audit/events").route(web::get().to(audit::events)))
-        .service(resource("/v1/audit/events/{id}").route(web::get().to(audit::event)))
-        .service(resource("/v1/audit/export").route(web::get().to(audit::export)))
-        .service(resource("/v1/audit/verify").route(web::get().to(audit::verify)))
-        .service(resource("/v1/audit/prune").route(web::post().to(audit::prune)))
-        .service(
-            resource("/v1/documents")
-                .route(web::post().to(documents::create))
-                .route(web::get().to(documents::list)),
-        )
-        .service(
-            resource("/v1/documents/{id}")
-                .route(web::get().to(documents::get))
-                .route(web::delete().to(documents::delete)),
-        )
-        .service(resource("/v1/search").route(web::post().to(search::search)))
-        .service(resource("/v1/embeddings").route(web::post().to(embeddings::embeddings)))
-        .service(resource("/v1/query").route(web::post().to(query::query)))
-        .service(resource("/v1/chat/completions").route(web::post().to(chat::completions)))
-        .service(resource("/v1/models").route(web::get().to(chat::models)));
+    let mut paths: Vec<&str> = Vec::new();
+    for r in ROUTES {
+        if !paths.contains(&r.path) {
+            paths.push(r.path);
+        }
+    }
+    for path in paths {
+        let resource = ROUTES
+            .iter()
+            .filter(|r| r.path == path)
+            .fold(resource(path), |res, r| res.route((r.handler)()));
+        cfg.service(resource);
+    }
 }
 
 /// A question or query: trimmed, 1 to 2000 characters.
@@ -222,6 +282,32 @@ impl actix_web::Responder for Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_paths_come_from_the_table() {
+        for path in [
+            "/",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/v1/dev/token",
+            "/assets/app.js",
+        ] {
+            assert!(is_public(path), "{path}");
+        }
+        for path in [
+            "/v1/whoami",
+            "/v1/documents",
+            "/v1/documents/x",
+            "/assets",
+            "/assets/",
+            "/assets/a/b",
+            "/healthz/x",
+            "/v1/audit/events",
+        ] {
+            assert!(!is_public(path), "{path}");
+        }
+    }
 
     #[test]
     fn every_route_is_in_the_openapi_document() {
