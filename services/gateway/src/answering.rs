@@ -28,7 +28,7 @@ use crate::state::AppState;
 /// Generation settings a request may carry (OpenAI's names).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Knobs {
+pub struct SamplingRequest {
     pub max_tokens: Option<usize>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
@@ -51,7 +51,11 @@ pub enum Stop {
 
 /// Validates `k` against the configured limits; `prefix` is prepended to
 /// the field named in an error (`generation.` for `/v1/query`).
-pub fn sampling(state: &AppState, k: Knobs, prefix: &str) -> Result<SamplingParams, Problem> {
+pub fn sampling(
+    state: &AppState,
+    k: SamplingRequest,
+    prefix: &str,
+) -> Result<SamplingParams, Problem> {
     let g = &state.settings.generator;
     let field = |name: &str| format!("{prefix}{name}");
     let max_tokens = k.max_tokens.unwrap_or(g.default_max_tokens);
@@ -430,7 +434,7 @@ fn outcome_details(g: &Generation, cited: &[sovra_answer::Citation]) -> Vec<(Str
 /// Who asked, for the record of a streamed answer's outcome (written after
 /// the response has started, so outside the request pipeline).
 #[derive(Clone)]
-pub struct Requester {
+pub struct OutcomeRecorder {
     request_id: String,
     trace_id: String,
     client_addr: Option<String>,
@@ -443,7 +447,7 @@ pub struct Requester {
     base_details: serde_json::Map<String, Value>,
 }
 
-impl Requester {
+impl OutcomeRecorder {
     pub fn new(
         principal: &Principal,
         audit: &AuditCtx,
@@ -542,7 +546,7 @@ pub trait StreamFormat: Send + 'static {
 pub fn stream(
     state: web::Data<AppState>,
     mut handle: GenerationHandle,
-    requester: Requester,
+    recorder: OutcomeRecorder,
     format: impl StreamFormat,
 ) -> HttpResponse {
     let (tx, rx) = mpsc::channel(32);
@@ -567,7 +571,7 @@ pub fn stream(
                     // end marker) go out only once the outcome record is
                     // committed; otherwise the stream ends with an error
                     // event and the client never sees a completed answer.
-                    let committed = requester.record(&state, Ok((&g, &citations))).await;
+                    let committed = recorder.record(&state, Ok((&g, &citations))).await;
                     if !connected {
                         return;
                     }
@@ -589,7 +593,7 @@ pub fn stream(
                 GenerationEvent::Failed(e) => {
                     let problem = generation_failed(&state, &e);
                     let _ = tx.send(format.error(&problem)).await;
-                    let _ = requester.record(&state, Err("generation_failed")).await;
+                    let _ = recorder.record(&state, Err("generation_failed")).await;
                     return;
                 }
             }

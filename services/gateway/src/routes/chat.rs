@@ -16,7 +16,7 @@ use sovra_inference::{ChatMessage, FinishReason, Generation};
 use sovra_retrieval::Mode;
 use tokio::sync::mpsc;
 
-use crate::answering::{self, Knobs, Question, Requester, StreamFormat};
+use crate::answering::{self, OutcomeRecorder, Question, SamplingRequest, StreamFormat};
 use crate::extract::{Authorized, Read, ValidJson};
 use crate::problem::{ErrorCode, Problem};
 use crate::routes::documents::flat_metadata;
@@ -219,7 +219,7 @@ pub async fn completions(
     let ext = b.sovra;
     let params = answering::sampling(
         &state,
-        Knobs {
+        SamplingRequest {
             max_tokens: b.max_completion_tokens.or(b.max_tokens),
             temperature: b.temperature,
             top_p: b.top_p,
@@ -353,7 +353,7 @@ pub async fn completions(
     crate::quota::check_tokens(&state, &auth.principal).await?;
     let handle = answering::submit(&state, &prompt, params, &auth.audit)?;
     if b.stream {
-        let requester = Requester::new(
+        let recorder = OutcomeRecorder::new(
             &auth.principal,
             &auth.audit,
             "/v1/chat/completions",
@@ -362,7 +362,7 @@ pub async fn completions(
         return Ok(answering::stream(
             state.clone(),
             handle,
-            requester,
+            recorder,
             OpenAiChunks {
                 reply,
                 include_usage,

@@ -11,7 +11,7 @@ use sovra_inference::Generation;
 use sovra_retrieval::Mode;
 use tokio::sync::mpsc;
 
-use crate::answering::{self, Knobs, Question, Requester, Retrieval};
+use crate::answering::{self, OutcomeRecorder, Question, Retrieval, SamplingRequest};
 use crate::extract::{Authorized, Read, ValidJson};
 use crate::problem::Problem;
 use crate::routes::documents::flat_metadata;
@@ -32,7 +32,7 @@ pub struct QueryBody {
     #[serde(default)]
     stream: bool,
     #[serde(default)]
-    generation: Knobs,
+    generation: SamplingRequest,
 }
 
 pub async fn query(
@@ -102,12 +102,12 @@ pub async fn query(
     crate::quota::check_tokens(&state, &auth.principal).await?;
     let handle = answering::submit(&state, prompt, params, &auth.audit)?;
     if b.stream {
-        let requester =
-            Requester::new(&auth.principal, &auth.audit, "/v1/query", "query.completed");
+        let recorder =
+            OutcomeRecorder::new(&auth.principal, &auth.audit, "/v1/query", "query.completed");
         return Ok(answering::stream(
             state.clone(),
             handle,
-            requester,
+            recorder,
             NativeEvents { retrieval, model },
         ));
     }
