@@ -300,39 +300,48 @@ fn html(text: &str) -> Vec<Block> {
 }
 
 fn pdf(bytes: &[u8], limits: Limits) -> Result<String, IngestError> {
+    use pdf_extract::{Document, PlainTextOutput, output_doc};
     if !bytes.starts_with(b"%PDF-") {
         return Err(IngestError::Corrupt(
             "not a PDF file (no %PDF- header)".into(),
         ));
     }
-    pdf_unpacked_within(bytes, limits.max_unpacked_bytes)?;
-    // pdf-extract panics on some malformed files; a bad upload must not
-    // take a worker down, so a panic here is an ordinary error.
+    // The document is parsed once: its Flate streams are counted, then its
+    // text extracted. pdf-extract (and lopdf beneath it) panics on some
+    // malformed files; a bad upload must not take a worker down, so a
+    // panic here is an ordinary error.
+    let damaged = || IngestError::Corrupt("PDF: the file is damaged or truncated".into());
     let owned = bytes.to_vec();
-    let result = std::panic::catch_unwind(move || pdf_extract::extract_text_from_mem(&owned));
-    match result {
+    let mut doc = std::panic::catch_unwind(move || Document::load_mem(&owned))
+        .map_err(|_| damaged())?
+        .map_err(|e| IngestError::Corrupt(format!("PDF: {e}")))?;
+    pdf_unpacked_within(&doc, limits.max_unpacked_bytes)?;
+    // The document is moved in and dropped inside: nothing sees it after a
+    // panic, so asserting unwind safety is sound.
+    let extracted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        // As pdf-extract does: a document encrypted with the empty password.
+        if doc.is_encrypted() {
+            doc.decrypt("").map_err(|e| format!("PDF: {e}"))?;
+        }
+        let mut text = String::new();
+        output_doc(&doc, &mut PlainTextOutput::new(&mut text))
+            .map(|()| text)
+            .map_err(|e| format!("PDF: {e}"))
+    }));
+    match extracted {
         Ok(Ok(text)) => Ok(text),
-        Ok(Err(e)) => Err(IngestError::Corrupt(format!("PDF: {e}"))),
-        Err(_) => Err(IngestError::Corrupt(
-            "PDF: the file is damaged or truncated".into(),
-        )),
+        Ok(Err(message)) => Err(IngestError::Corrupt(message)),
+        Err(_) => Err(damaged()),
     }
 }
 
 /// Refuses a PDF whose Flate streams inflate to more than `max` bytes in
 /// all, counting each through a bounded decoder before the extractor
 /// inflates anything. Other filters are left to the worker's memory limit.
-fn pdf_unpacked_within(bytes: &[u8], max: u64) -> Result<(), IngestError> {
-    let owned = bytes.to_vec();
-    let loaded = std::panic::catch_unwind(move || lopdf::Document::load_mem(&owned));
-    let doc = match loaded {
-        Ok(Ok(doc)) => doc,
-        // The extractor reports an unreadable file in its own words.
-        Ok(Err(_)) | Err(_) => return Ok(()),
-    };
+fn pdf_unpacked_within(doc: &pdf_extract::Document, max: u64) -> Result<(), IngestError> {
     let mut total: u64 = 0;
     for object in doc.objects.values() {
-        let lopdf::Object::Stream(stream) = object else {
+        let pdf_extract::Object::Stream(stream) = object else {
             continue;
         };
         let flate = stream
