@@ -131,13 +131,6 @@ pub async fn listen_for_changes(url: String, wake: std::sync::Arc<tokio::sync::N
 /// The advisory lock that serializes appends to the change sequence.
 const CHANGES_LOCK: i64 = 0x5307_7a00_c4a1_0001;
 
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 #[derive(Clone)]
 pub struct Catalog {
     pool: AnyPool,
@@ -153,7 +146,6 @@ pub struct Staged {
     pub document: Option<Document>,
     /// The change-sequence number this write appended, once staged.
     pub change_seq: Option<i64>,
-    postgres: bool,
 }
 
 impl Staged {
@@ -261,7 +253,6 @@ impl Catalog {
             previous,
             document: None,
             change_seq: None,
-            postgres: self.postgres,
         })
     }
 
@@ -363,8 +354,7 @@ impl Catalog {
             q.execute(&mut **tx).await?;
         }
         staged.change_seq = Some(
-            Self::append_change(tx, staged.postgres, &doc.tenant, &doc.id, Some(doc.version))
-                .await?,
+            Self::append_change(tx, self.postgres, &doc.tenant, &doc.id, Some(doc.version)).await?,
         );
         staged.document = Some(doc.clone());
         Ok(doc)
@@ -393,7 +383,7 @@ impl Catalog {
         .bind(tenant.to_owned())
         .bind(id.to_owned())
         .bind(version)
-        .bind(now_us())
+        .bind(chrono::Utc::now().timestamp_micros())
         .fetch_one(&mut **tx)
         .await?;
         Ok(row.try_get("seq")?)
@@ -434,9 +424,8 @@ impl Catalog {
         if let Some((prev, _)) = &staged.previous {
             let (tenant, id) = (prev.tenant.clone(), prev.id.clone());
             Self::delete_rows(&mut staged.tx, &tenant, &id).await?;
-            staged.change_seq = Some(
-                Self::append_change(&mut staged.tx, staged.postgres, &tenant, &id, None).await?,
-            );
+            staged.change_seq =
+                Some(Self::append_change(&mut staged.tx, self.postgres, &tenant, &id, None).await?);
         }
         Ok(())
     }

@@ -114,10 +114,7 @@ impl Follower {
             if let Err(e) = self.save_seq(last_seq) {
                 tracing::warn!(error = %e, file = %self.options.state_file.display(), "could not save the applied change sequence; a restart replays from the last saved one");
             }
-            let now_us = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_micros() as i64)
-                .unwrap_or(last_ts);
+            let now_us = crate::chrono_now_us();
             let progress = FollowProgress {
                 applied_seq: last_seq,
                 changes: changes.len(),
