@@ -11,13 +11,12 @@
 //! but the per-request detail of a flood.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use sovra_audit::{AuditEvent, AuditSink};
+use sovra_limits::{Decision, LimitStore, MemoryLimits};
 
 /// What to do with one failed authentication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,41 +35,49 @@ struct Suppressed {
 }
 
 pub struct DenialLimiter {
-    limiter: DefaultKeyedRateLimiter<String>,
-    clock: DefaultClock,
+    /// Per client address, in this process: a flood is answered where it
+    /// arrives.
+    rates: MemoryLimits,
+    per_minute: u32,
     suppressed: Mutex<HashMap<String, Suppressed>>,
 }
 
 impl DenialLimiter {
     pub fn new(per_minute: u32) -> Self {
-        let n = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
         Self {
-            limiter: RateLimiter::keyed(Quota::per_minute(n)),
-            clock: DefaultClock::default(),
+            rates: MemoryLimits::new(),
+            per_minute: per_minute.max(1),
             suppressed: Mutex::new(HashMap::new()),
         }
     }
 
     /// Decides for one failed authentication from `client`.
-    pub fn check(&self, client: &str) -> Verdict {
-        match self.limiter.check_key(&client.to_owned()) {
-            Ok(()) => Verdict::Record,
-            Err(not_until) => {
-                let now_us = chrono::Utc::now().timestamp_micros();
-                if let Ok(mut map) = self.suppressed.lock() {
-                    let e = map.entry(client.to_owned()).or_insert(Suppressed {
-                        count: 0,
-                        first_us: now_us,
-                        last_us: now_us,
-                    });
-                    e.count += 1;
-                    e.last_us = now_us;
-                }
-                let wait = not_until.wait_time_from(self.clock.now());
-                Verdict::Limited {
-                    retry_after_secs: wait.as_secs().max(1),
-                }
+    pub async fn check(&self, client: &str) -> Verdict {
+        let retry_after = match self
+            .rates
+            .take(client, self.per_minute, Duration::from_secs(60))
+            .await
+        {
+            Ok(Decision::Allowed) => return Verdict::Record,
+            Ok(Decision::Refused { retry_after }) => retry_after,
+            // The memory store fails only on a poisoned lock: record then.
+            Err(e) => {
+                tracing::error!(error = %e, "the denial limiter failed; the refusal is recorded");
+                return Verdict::Record;
             }
+        };
+        let now_us = chrono::Utc::now().timestamp_micros();
+        if let Ok(mut map) = self.suppressed.lock() {
+            let e = map.entry(client.to_owned()).or_insert(Suppressed {
+                count: 0,
+                first_us: now_us,
+                last_us: now_us,
+            });
+            e.count += 1;
+            e.last_us = now_us;
+        }
+        Verdict::Limited {
+            retry_after_secs: retry_after.as_secs().max(1),
         }
     }
 
@@ -82,8 +89,7 @@ impl DenialLimiter {
             Ok(mut map) => map.drain().collect(),
             Err(_) => Vec::new(),
         };
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+        self.rates.forget_idle();
         let mut covered = 0;
         for (client, s) in drained {
             let mut event = AuditEvent::new(uuid::Uuid::now_v7().to_string(), "*", "*");
@@ -111,17 +117,17 @@ impl DenialLimiter {
 mod tests {
     use super::*;
 
-    #[test]
-    fn each_client_has_its_own_allowance() {
+    #[tokio::test]
+    async fn each_client_has_its_own_allowance() {
         let l = DenialLimiter::new(3);
         for _ in 0..3 {
-            assert_eq!(l.check("10.0.0.1"), Verdict::Record);
+            assert_eq!(l.check("10.0.0.1").await, Verdict::Record);
         }
         assert!(
-            matches!(l.check("10.0.0.1"), Verdict::Limited { retry_after_secs } if retry_after_secs >= 1)
+            matches!(l.check("10.0.0.1").await, Verdict::Limited { retry_after_secs } if retry_after_secs >= 1)
         );
-        assert!(matches!(l.check("10.0.0.1"), Verdict::Limited { .. }));
-        assert_eq!(l.check("10.0.0.2"), Verdict::Record);
+        assert!(matches!(l.check("10.0.0.1").await, Verdict::Limited { .. }));
+        assert_eq!(l.check("10.0.0.2").await, Verdict::Record);
         let map = l.suppressed.lock().map(|m| m.clone()).unwrap_or_default();
         assert_eq!(map.get("10.0.0.1").map(|s| s.count), Some(2));
         assert!(!map.contains_key("10.0.0.2"));

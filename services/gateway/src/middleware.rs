@@ -193,7 +193,7 @@ async fn handle_audited(
                 .inc();
             tracing::info!(reason = e.code(), "unauthenticated");
             let client = event.client_addr.as_deref().unwrap_or("unknown");
-            if let Verdict::Limited { retry_after_secs } = state.denials.check(client) {
+            if let Verdict::Limited { retry_after_secs } = state.denials.check(client).await {
                 // Past this client's allowance: no write of its own; the
                 // refusal is counted into the client's summary record.
                 let mut problem = Problem::new(

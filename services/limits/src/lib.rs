@@ -78,6 +78,17 @@ impl MemoryLimits {
         Self::default()
     }
 
+    /// Forgets keys whose allowance has fully recovered, so memory follows
+    /// the callers of the last period, not every caller ever seen.
+    pub fn forget_idle(&self) {
+        if let Ok(rates) = self.rates.lock() {
+            for limiter in rates.values() {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+        }
+    }
+
     fn limiter(
         &self,
         limit: u32,
