@@ -16,9 +16,13 @@
 //! source that holds it. The wording and this scheme were chosen by
 //! `sovra eval --answers` on public question sets (docs/answers.md).
 
+mod answerer;
 pub mod attribute;
 pub mod language;
 
+pub use answerer::{
+    AnswerEvent, AnswerStream, Answerer, Ask, Finished, Prepared, Question, RetrievalReport, Usage,
+};
 pub use language::Language;
 
 use std::collections::BTreeMap;
@@ -112,6 +116,12 @@ pub enum AnswerError {
     Model(#[from] InferenceError),
     #[error("the prompt needs {needed} tokens with max_tokens; the budget is {budget}")]
     TooLong { needed: usize, budget: usize },
+    /// The generation queue is full.
+    #[error("the model is busy ({waiting} requests waiting)")]
+    Busy { waiting: usize },
+    /// A blocking step (tokenizing the prompt) did not finish.
+    #[error("a prompt task failed")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// A chunk put into the prompt as source `[number]`.

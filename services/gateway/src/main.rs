@@ -2,7 +2,7 @@
 //! library crates together; request handling lives in `routes/` behind the
 //! pipeline in `middleware.rs`.
 
-mod answering;
+mod answers;
 mod cli;
 mod denials;
 mod export;

@@ -48,11 +48,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     }
     // Before anything else loads ONNX Runtime: CUDA needs its own library.
     let generation = open_generator(&settings, &metrics)?;
-    let context_tokens = settings
-        .generator
-        .context_tokens
-        .min(generation.generator().context_tokens());
-    let marker_bans = sovra_answer::marker_bans(generation.generator().as_ref());
     let (documents, retriever, follow_from) = open_documents(&settings, &database).await?;
     if settings.replication.follow
         && let Some(from) = follow_from
@@ -88,15 +83,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         denials: denials.clone(),
         limits,
         documents,
+        answerer: sovra_answer::Answerer::new(
+            retriever.clone(),
+            generation,
+            sovra_answer::Gate {
+                min_question_coverage: settings.answer.min_question_coverage,
+                min_dense_score: settings.answer.min_dense_score,
+                dense_languages: settings.answer.dense_gate_languages.clone(),
+            },
+            settings.generator.context_tokens,
+            settings.answer.max_source_tokens,
+        ),
         retriever,
-        generation,
-        context_tokens,
-        marker_bans,
-        gate: sovra_answer::Gate {
-            min_question_coverage: settings.answer.min_question_coverage,
-            min_dense_score: settings.answer.min_dense_score,
-            dense_languages: settings.answer.dense_gate_languages.clone(),
-        },
     });
     let body_limit = settings.server.body_limit_bytes;
     let mut server = HttpServer::new(move || {

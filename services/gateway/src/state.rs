@@ -25,13 +25,8 @@ pub struct AppState {
     pub denials: Arc<crate::denials::DenialLimiter>,
     pub documents: Arc<DocumentService>,
     pub retriever: Arc<sovra_retrieval::Retriever>,
-    pub generation: Arc<sovra_inference::GenerationQueue>,
-    /// Prompt plus completion: `generator.context_tokens`, at most the model's.
-    pub context_tokens: usize,
-    /// The relevance gate (`answer.*`).
-    pub gate: sovra_answer::Gate,
-    /// Added to the sampling of an answer from sources: no `[n]` markers.
-    pub marker_bans: Vec<(u32, f32)>,
+    /// The answer pipeline: retrieval, relevance gate, prompt, model, citations.
+    pub answerer: sovra_answer::Answerer,
 }
 
 impl AppState {

@@ -2,21 +2,25 @@
 //! `GET /v1/models`. Retrieval augmentation is on by default: the last user
 //! message is the question, answered from the caller's permitted documents.
 //! The extension field `sovra` (request) switches it off or tunes it; the
-//! response's `sovra` field carries the citations and sources.
+//! response's `sovra` field carries the citations and sources. An adapter of
+//! `sovra_answer::Answerer`'s event stream: OpenAI's completion, or its
+//! chunks as Server-Sent Events.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sovra_answer::{Citation, Source};
-use sovra_inference::{ChatMessage, FinishReason, Generation};
+use sovra_answer::{Ask, Citation, Finished, Question, RetrievalReport, Source, Usage};
+use sovra_inference::{ChatMessage, FinishReason};
 use sovra_retrieval::Mode;
-use tokio::sync::mpsc;
 
-use crate::answering::{self, OutcomeRecorder, Question, SamplingRequest, StreamFormat};
+use crate::answers::record::OutcomeRecorder;
+use crate::answers::sampling::{self, SamplingRequest, Stop};
+use crate::answers::sse::{self, StreamFormat};
 use crate::extract::{Authorized, Read, ValidJson};
 use crate::problem::{ErrorCode, Problem};
 use crate::routes::documents::flat_metadata;
@@ -36,7 +40,7 @@ pub struct ChatBody {
     temperature: Option<f32>,
     top_p: Option<f32>,
     seed: Option<u64>,
-    stop: Option<answering::Stop>,
+    stop: Option<Stop>,
     #[serde(default)]
     logit_bias: BTreeMap<String, f32>,
     n: Option<u32>,
@@ -122,18 +126,35 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// `GET /v1/models`: the one model served.
+#[derive(Debug, Serialize)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<Model>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Model {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: &'static str,
+    /// Prompt plus completion tokens a request may use.
+    pub context_length: usize,
+}
+
 pub async fn models(_auth: Authorized<Read>, state: web::Data<AppState>) -> HttpResponse {
-    let g = state.generation.generator();
-    HttpResponse::Ok().json(json!({
-        "object": "list",
-        "data": [{
-            "id": g.model_id(),
-            "object": "model",
-            "created": 0,
-            "owned_by": "sovra",
-            "context_length": state.context_tokens,
+    let g = state.answerer.generation().generator();
+    HttpResponse::Ok().json(ModelList {
+        object: "list",
+        data: vec![Model {
+            id: g.model_id().to_owned(),
+            object: "model",
+            created: 0,
+            owned_by: "sovra",
+            context_length: state.answerer.context_tokens(),
         }],
-    }))
+    })
 }
 
 fn messages(body: Vec<Message>) -> Result<Vec<ChatMessage>, Problem> {
@@ -189,7 +210,12 @@ pub async fn completions(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let b = body.0;
-    let model = state.generation.generator().model_id().to_owned();
+    let model = state
+        .answerer
+        .generation()
+        .generator()
+        .model_id()
+        .to_owned();
     if b.model != model {
         return Err(Problem::new(
             ErrorCode::NotFound,
@@ -217,7 +243,7 @@ pub async fn completions(
     }
     let include_usage = b.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let ext = b.sovra;
-    let params = answering::sampling(
+    let params = sampling::validate(
         &state,
         SamplingRequest {
             max_tokens: b.max_completion_tokens.or(b.max_tokens),
@@ -244,14 +270,7 @@ pub async fn completions(
                 .collect(),
         ),
     );
-    if !ext.retrieval
-        && let Some(last) = msgs.last().filter(|m| m.role == "user")
-    {
-        auth.audit
-            .detail("question", state.query_record(&last.content));
-    }
-
-    let (prompt, retrieval) = if ext.retrieval {
+    let ask = if ext.retrieval {
         let last = msgs.pop();
         let Some(question) = last.filter(|m| m.role == "user") else {
             return Err(Problem::invalid_parameter(
@@ -278,80 +297,30 @@ pub async fn completions(
             .map(|m| m.content.clone())
             .collect();
         let history: Vec<ChatMessage> = msgs.into_iter().filter(|m| m.role != "system").collect();
-        let r = answering::retrieve(
-            &state,
-            &auth.principal,
-            Question {
-                text: &q,
-                mode: ext.mode,
-                top_k,
-                metadata: &metadata,
-                app_system: (!system.is_empty()).then(|| system.join("\n")),
-                history,
-            },
-            params.max_tokens,
-            &auth.audit,
-        )
-        .await?;
-        (r.prompt.clone(), Some(r))
+        Ask::Documents(Question {
+            text: q,
+            mode: ext.mode,
+            top_k,
+            metadata,
+            app_system: (!system.is_empty()).then(|| system.join("\n")),
+            history,
+        })
     } else {
-        let defused = msgs
-            .into_iter()
-            .map(|m| ChatMessage::new(&m.role, sovra_answer::defuse(&m.content)))
-            .collect();
-        (
-            Some(answering::plain(&state, defused, params.max_tokens, &auth.audit).await?),
-            None,
-        )
+        if let Some(last) = msgs.last().filter(|m| m.role == "user") {
+            auth.audit
+                .detail("question", state.query_record(&last.content));
+        }
+        Ask::Conversation(msgs)
     };
-    let sources: Vec<Source> = retrieval
-        .as_ref()
-        .map(|r| r.sources().to_vec())
-        .unwrap_or_default();
-    let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
+    let prepared = state.answerer.prepare(&auth.principal, ask, params).await?;
     let reply = Reply {
-        id,
+        id: format!("chatcmpl-{}", uuid::Uuid::now_v7().simple()),
         created: now(),
         model,
-        question: retrieval
-            .as_ref()
-            .map(|r| r.question.clone())
-            .unwrap_or_default(),
-        sources,
-        retrieval: retrieval.as_ref().map(|r| r.details()),
+        sources: prepared.sources().to_vec(),
+        retrieval: prepared.retrieval().cloned(),
     };
-
-    let Some(prompt) = prompt else {
-        auth.audit.detail("finish_reason", json!("no_sources"));
-        let refusal = retrieval
-            .as_ref()
-            .map_or(sovra_answer::NO_SOURCES_ANSWER, |r| r.refusal());
-        let g = Generation {
-            text: refusal.into(),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            finish_reason: FinishReason::Stop,
-            first_token_ms: 0.0,
-            total_ms: 0.0,
-        };
-        if b.stream {
-            let format = OpenAiChunks {
-                reply,
-                include_usage,
-            };
-            let (tx, rx) = mpsc::channel(8);
-            let mut events = vec![format.start(), format.text(refusal)];
-            events.extend(format.finish(&g, &[]));
-            for ev in events {
-                let _ = tx.try_send(ev);
-            }
-            return Ok(answering::sse_response(rx));
-        }
-        return Ok(HttpResponse::Ok().json(reply.completion(&g, &[])));
-    };
-
-    crate::quota::check_tokens(&state, &auth.principal).await?;
-    let handle = answering::submit(&state, &prompt, params, &auth.audit)?;
+    let answer = crate::answers::start(&state, &auth.principal, prepared, &auth.audit).await?;
     if b.stream {
         let recorder = OutcomeRecorder::new(
             &auth.principal,
@@ -359,9 +328,9 @@ pub async fn completions(
             "/v1/chat/completions",
             "chat.completed",
         );
-        return Ok(answering::stream(
+        return Ok(sse::stream(
             state.clone(),
-            handle,
+            answer,
             recorder,
             OpenAiChunks {
                 reply,
@@ -369,18 +338,8 @@ pub async fn completions(
             },
         ));
     }
-    let mut g = answering::collect(&state, handle).await?;
-    let who = &auth.principal;
-    crate::quota::charge_tokens(&state, &who.tenant, &who.subject, g.completion_tokens).await;
-    let citations = if reply.sources.is_empty() {
-        Vec::new()
-    } else {
-        let settled = sovra_answer::settle(&g.text, &reply.question, &reply.sources);
-        g.text = settled.text;
-        settled.citations
-    };
-    answering::note_outcome(&auth.audit, &g, &citations);
-    Ok(HttpResponse::Ok().json(reply.completion(&g, &citations)))
+    let finished = crate::answers::collect(&state, &auth.principal, answer, &auth.audit).await?;
+    Ok(HttpResponse::Ok().json(reply.completion(&finished)))
 }
 
 /// What every chunk or completion of one reply repeats.
@@ -388,79 +347,143 @@ struct Reply {
     id: String,
     created: u64,
     model: String,
-    /// The question answered from the sources (empty without retrieval).
-    question: String,
     sources: Vec<Source>,
-    retrieval: Option<Value>,
+    /// `None` without retrieval.
+    retrieval: Option<Arc<RetrievalReport>>,
 }
 
-fn finish(g: &Generation) -> &'static str {
-    match g.finish_reason {
+/// OpenAI's finish reason (a cancelled generation has no reader left).
+fn finish_reason(f: &Finished) -> &'static str {
+    match f.finish_reason() {
         FinishReason::Length => "length",
         _ => "stop",
     }
 }
 
+/// The response's `sovra` extension: citations, sources, retrieval.
+#[derive(Debug, Serialize)]
+pub struct ReplyExtension<'a> {
+    pub citations: &'a [Citation],
+    pub sources: &'a [Source],
+    pub retrieval: Option<&'a RetrievalReport>,
+}
+
+/// `chat.completion`.
+#[derive(Debug, Serialize)]
+pub struct Completion<'a> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    pub choices: [Choice<'a>; 1],
+    pub usage: Usage,
+    pub sovra: ReplyExtension<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Choice<'a> {
+    pub index: u32,
+    pub message: AssistantMessage<'a>,
+    pub finish_reason: &'static str,
+    pub logprobs: Option<()>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AssistantMessage<'a> {
+    pub role: &'static str,
+    pub content: &'a str,
+}
+
+/// `chat.completion.chunk`.
+#[derive(Debug, Serialize)]
+pub struct Chunk<'a> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    pub choices: Vec<ChunkChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sovra: Option<ReplyExtension<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChunkChoice<'a> {
+    pub index: u32,
+    pub delta: Delta<'a>,
+    pub finish_reason: Option<&'static str>,
+    pub logprobs: Option<()>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<&'a str>,
+}
+
 impl Reply {
-    fn citations(&self, answer: &str) -> Vec<Citation> {
-        sovra_answer::citations(answer, &self.question, &self.sources)
-    }
-
-    fn extension(&self, citations: &[Citation]) -> Value {
-        json!({
-            "citations": citations,
-            "sources": self.sources,
-            "retrieval": self.retrieval,
-        })
-    }
-
-    fn completion(&self, g: &Generation, citations: &[Citation]) -> Value {
-        json!({
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": g.text},
-                "finish_reason": finish(g),
-                "logprobs": null,
-            }],
-            "usage": answering::usage(Some(g)),
-            "sovra": self.extension(citations),
-        })
-    }
-
-    /// A `chat.completion.chunk` event with `fields` added.
-    fn event(&self, fields: Value) -> Bytes {
-        let mut chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-        });
-        if let (Some(c), Value::Object(extra)) = (chunk.as_object_mut(), fields) {
-            c.extend(extra);
+    fn extension<'a>(&'a self, citations: &'a [Citation]) -> ReplyExtension<'a> {
+        ReplyExtension {
+            citations,
+            sources: &self.sources,
+            retrieval: self.retrieval.as_deref(),
         }
-        answering::sse(None, &chunk)
     }
 
-    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Bytes {
-        self.event(json!({
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": null}],
-        }))
+    fn completion<'a>(&'a self, f: &'a Finished) -> Completion<'a> {
+        Completion {
+            id: &self.id,
+            object: "chat.completion",
+            created: self.created,
+            model: &self.model,
+            choices: [Choice {
+                index: 0,
+                finish_reason: finish_reason(f),
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: &f.text,
+                },
+                logprobs: None,
+            }],
+            usage: f.usage(),
+            sovra: self.extension(&f.citations),
+        }
     }
 
-    /// The chunk with the finish reason; it carries the citations.
-    fn last_chunk(&self, g: &Generation, citations: &[Citation]) -> Bytes {
-        self.event(json!({
-            "choices": [{"index": 0, "delta": {}, "finish_reason": finish(g), "logprobs": null}],
-            "sovra": self.extension(citations),
-        }))
+    fn chunk<'a>(
+        &'a self,
+        choices: Vec<ChunkChoice<'a>>,
+        usage: Option<Usage>,
+        sovra: Option<ReplyExtension<'a>>,
+    ) -> Bytes {
+        sse::event(
+            None,
+            &Chunk {
+                id: &self.id,
+                object: "chat.completion.chunk",
+                created: self.created,
+                model: &self.model,
+                choices,
+                usage,
+                sovra,
+            },
+        )
     }
 
-    fn usage_chunk(&self, g: &Generation) -> Bytes {
-        self.event(json!({"choices": [], "usage": answering::usage(Some(g))}))
+    fn delta(&self, delta: Delta<'_>) -> Bytes {
+        self.chunk(
+            vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: None,
+                logprobs: None,
+            }],
+            None,
+            None,
+        )
     }
 }
 
@@ -472,32 +495,43 @@ struct OpenAiChunks {
 }
 
 impl StreamFormat for OpenAiChunks {
-    fn start(&self) -> Bytes {
-        self.reply
-            .chunk(json!({"role": "assistant", "content": ""}), None)
+    fn sources(&self, _sources: &[Source]) -> Bytes {
+        self.reply.delta(Delta {
+            role: Some("assistant"),
+            content: Some(""),
+        })
     }
 
     fn text(&self, text: &str) -> Bytes {
-        self.reply.chunk(json!({"content": text}), None)
+        self.reply.delta(Delta {
+            role: None,
+            content: Some(text),
+        })
     }
 
-    fn finish(&self, g: &Generation, citations: &[Citation]) -> Vec<Bytes> {
-        let mut out = vec![self.reply.last_chunk(g, citations)];
+    fn finish(&self, f: &Finished) -> Vec<Bytes> {
+        let last = ChunkChoice {
+            index: 0,
+            delta: Delta::default(),
+            finish_reason: Some(finish_reason(f)),
+            logprobs: None,
+        };
+        let mut out =
+            vec![
+                self.reply
+                    .chunk(vec![last], None, Some(self.reply.extension(&f.citations))),
+            ];
         if self.include_usage {
-            out.push(self.reply.usage_chunk(g));
+            out.push(self.reply.chunk(Vec::new(), Some(f.usage()), None));
         }
         out.push(Bytes::from_static(b"data: [DONE]\n\n"));
         out
     }
 
     fn error(&self, problem: &Problem) -> Bytes {
-        answering::sse(
+        sse::event(
             None,
             &json!({"error": {"message": problem.detail, "type": "server_error", "code": problem.code.as_str()}}),
         )
-    }
-
-    fn citations(&self, text: &str) -> Vec<Citation> {
-        self.reply.citations(text)
     }
 }

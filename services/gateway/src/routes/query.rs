@@ -1,17 +1,20 @@
 //! `POST /v1/query`: a question answered from the documents the caller may
 //! read, with citations; `stream: true` sends Server-Sent Events
-//! (`sources`, then `token`s, then `citations`, then `done`).
+//! (`sources`, then `token`s, then `citations`, then `done`). An adapter of
+//! `sovra_answer::Answerer`'s event stream.
+
+use std::sync::Arc;
 
 use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sovra_answer::Citation;
-use sovra_inference::Generation;
+use sovra_answer::{Ask, Citation, Finished, Question, RetrievalReport, Source, Usage};
 use sovra_retrieval::Mode;
-use tokio::sync::mpsc;
 
-use crate::answering::{self, OutcomeRecorder, Question, Retrieval, SamplingRequest};
+use crate::answers::record::OutcomeRecorder;
+use crate::answers::sampling::{self, SamplingRequest};
+use crate::answers::sse::{self, StreamFormat};
 use crate::extract::{Authorized, Read, ValidJson};
 use crate::problem::Problem;
 use crate::routes::documents::flat_metadata;
@@ -35,6 +38,58 @@ pub struct QueryBody {
     generation: SamplingRequest,
 }
 
+/// The model's timings.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Timings {
+    /// From admission to the first generated token (prefill included).
+    pub first_token_ms: f64,
+    pub total_ms: f64,
+}
+
+/// How the answer ended: the `done` event, and the tail of the body.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub model: String,
+    /// `stop`, `length` or `cancelled`.
+    pub finish_reason: &'static str,
+    pub usage: Usage,
+    /// Absent when the model was not asked (no relevant source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
+}
+
+impl Outcome {
+    fn of(model: &str, f: &Finished) -> Self {
+        Self {
+            model: model.to_owned(),
+            finish_reason: f.finish_reason().as_str(),
+            usage: f.usage(),
+            timings: f.generation.as_ref().map(|g| Timings {
+                first_token_ms: g.first_token_ms,
+                total_ms: g.total_ms,
+            }),
+        }
+    }
+}
+
+/// The answer to a question (not streamed).
+#[derive(Debug, Serialize)]
+pub struct QueryResponse {
+    pub answer: String,
+    pub citations: Vec<Citation>,
+    pub sources: Vec<Source>,
+    pub retrieval: Arc<RetrievalReport>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// The `sources` event.
+#[derive(Debug, Serialize)]
+pub struct SourcesEvent<'a> {
+    pub sources: &'a [Source],
+    pub retrieval: &'a RetrievalReport,
+}
+
 pub async fn query(
     auth: Authorized<Read>,
     body: ValidJson<QueryBody>,
@@ -49,126 +104,79 @@ pub async fn query(
         "top_k",
     )?;
     let metadata = flat_metadata(b.filter.metadata, "filter.metadata")?;
-    let params = answering::sampling(&state, b.generation, "generation.")?;
+    let params = sampling::validate(&state, b.generation, "generation.")?;
     auth.audit.detail("question", state.query_record(&question));
     auth.audit.detail("mode", json!(b.mode.as_str()));
-    let retrieval = answering::retrieve(
-        &state,
-        &auth.principal,
-        Question {
-            text: &question,
-            mode: b.mode,
-            top_k,
-            metadata: &metadata,
-            app_system: None,
-            history: Vec::new(),
-        },
-        params.max_tokens,
-        &auth.audit,
-    )
-    .await?;
-    let model = state.generation.generator().model_id().to_owned();
-
-    let Some(prompt) = &retrieval.prompt else {
-        auth.audit.detail("finish_reason", json!("no_sources"));
-        let done =
-            json!({"model": model, "finish_reason": "stop", "usage": answering::usage(None)});
-        if b.stream {
-            let (tx, rx) = mpsc::channel(4);
-            for ev in [
-                answering::sse(
-                    Some("sources"),
-                    &json!({"sources": [], "retrieval": retrieval.details()}),
-                ),
-                answering::sse(Some("token"), &json!({"text": retrieval.refusal()})),
-                answering::sse(Some("citations"), &json!({"citations": []})),
-                answering::sse(Some("done"), &done),
-            ] {
-                let _ = tx.try_send(ev);
-            }
-            return Ok(answering::sse_response(rx));
-        }
-        return Ok(HttpResponse::Ok().json(json!({
-            "answer": retrieval.refusal(),
-            "citations": [],
-            "sources": [],
-            "retrieval": retrieval.details(),
-            "model": model,
-            "finish_reason": "stop",
-            "usage": answering::usage(None),
-        })));
+    let ask = Ask::Documents(Question {
+        text: question,
+        mode: b.mode,
+        top_k,
+        metadata,
+        app_system: None,
+        history: Vec::new(),
+    });
+    let prepared = state.answerer.prepare(&auth.principal, ask, params).await?;
+    let model = prepared.model_id().to_owned();
+    let Some(retrieval) = prepared.retrieval().cloned() else {
+        return Err(Problem::internal(
+            "a question was prepared without retrieval",
+        ));
     };
-
-    crate::quota::check_tokens(&state, &auth.principal).await?;
-    let handle = answering::submit(&state, prompt, params, &auth.audit)?;
+    let sources = prepared.sources().to_vec();
+    let answer = crate::answers::start(&state, &auth.principal, prepared, &auth.audit).await?;
     if b.stream {
         let recorder =
             OutcomeRecorder::new(&auth.principal, &auth.audit, "/v1/query", "query.completed");
-        return Ok(answering::stream(
+        return Ok(sse::stream(
             state.clone(),
-            handle,
+            answer,
             recorder,
             NativeEvents { retrieval, model },
         ));
     }
-    let g = answering::collect(&state, handle).await?;
-    let who = &auth.principal;
-    crate::quota::charge_tokens(&state, &who.tenant, &who.subject, g.completion_tokens).await;
-    let settled = retrieval.settle(&g.text);
-    answering::note_outcome(&auth.audit, &g, &settled.citations);
-    Ok(HttpResponse::Ok().json(json!({
-        "answer": settled.text,
-        "citations": settled.citations,
-        "sources": retrieval.sources(),
-        "retrieval": retrieval.details(),
-        "model": model,
-        "finish_reason": g.finish_reason.as_str(),
-        "usage": answering::usage(Some(&g)),
-        "timings": {"first_token_ms": g.first_token_ms, "total_ms": g.total_ms},
-    })))
+    let finished = crate::answers::collect(&state, &auth.principal, answer, &auth.audit).await?;
+    let outcome = Outcome::of(&model, &finished);
+    Ok(HttpResponse::Ok().json(QueryResponse {
+        answer: finished.text,
+        citations: finished.citations,
+        sources,
+        retrieval,
+        outcome,
+    }))
 }
 
 /// Sovra's events: `sources`, `token`s, `citations`, `done` (or `error`).
 struct NativeEvents {
-    retrieval: Retrieval,
+    retrieval: Arc<RetrievalReport>,
     model: String,
 }
 
-impl answering::StreamFormat for NativeEvents {
-    fn start(&self) -> Bytes {
-        answering::sse(
+impl StreamFormat for NativeEvents {
+    fn sources(&self, sources: &[Source]) -> Bytes {
+        sse::event(
             Some("sources"),
-            &json!({"sources": self.retrieval.sources(), "retrieval": self.retrieval.details()}),
+            &SourcesEvent {
+                sources,
+                retrieval: &self.retrieval,
+            },
         )
     }
 
     fn text(&self, text: &str) -> Bytes {
-        answering::sse(Some("token"), &json!({"text": text}))
+        sse::event(Some("token"), &json!({"text": text}))
     }
 
-    fn finish(&self, g: &Generation, citations: &[Citation]) -> Vec<Bytes> {
+    fn finish(&self, f: &Finished) -> Vec<Bytes> {
         vec![
-            answering::sse(Some("citations"), &json!({"citations": citations})),
-            answering::sse(
-                Some("done"),
-                &json!({
-                    "model": self.model,
-                    "finish_reason": g.finish_reason.as_str(),
-                    "usage": answering::usage(Some(g)),
-                    "timings": {"first_token_ms": g.first_token_ms, "total_ms": g.total_ms},
-                }),
-            ),
+            sse::event(Some("citations"), &json!({"citations": f.citations})),
+            sse::event(Some("done"), &Outcome::of(&self.model, f)),
         ]
     }
 
     fn error(&self, problem: &Problem) -> Bytes {
-        answering::sse(
+        sse::event(
             Some("error"),
             &json!({"code": problem.code.as_str(), "detail": problem.detail}),
         )
-    }
-
-    fn citations(&self, text: &str) -> Vec<Citation> {
-        self.retrieval.citations(text)
     }
 }

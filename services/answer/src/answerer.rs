@@ -1,0 +1,421 @@
+//! The answer pipeline, owned in one place: ask → retrieve (with the
+//! caller's ACL) → relevance gate → prompt → generate → cite.
+//!
+//! [`Answerer::prepare`] does everything up to the model: retrieval, the
+//! gate and the prompt, and returns a [`Prepared`] answer whose facts (what
+//! was retrieved, which chunks became sources, the prompt's size) the caller
+//! may record before it spends anything on generation. [`Prepared::start`]
+//! admits the generation and returns an [`AnswerStream`] of
+//! [`AnswerEvent`]s: `Sources`, then `Text` pieces, then `Done` with the
+//! settled answer, its citations and usage (or `Failed`). An answer with no
+//! relevant source goes through the same stream: the refusal as its one
+//! `Text`, `Done` without a generation. HTTP routes only adapt this stream
+//! (Sovra's events, OpenAI's chunks, or a collected body); nothing here
+//! knows about HTTP or the audit trail.
+
+use std::collections::BTreeMap;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sovra_auth::Principal;
+use sovra_inference::{
+    ChatMessage, FinishReason, Generation, GenerationEvent, GenerationHandle, GenerationQueue,
+    InferenceError, SamplingParams,
+};
+use sovra_retrieval::{Mode, Retrieved, Retriever};
+use tracing::Instrument;
+
+use crate::{
+    AnswerError, Budget, Citation, Gate, Language, Prompt, RetrievalRequest, Source, language,
+};
+
+/// The pipeline's fixed parts: where it retrieves, the model queue, the
+/// gate and the budget.
+pub struct Answerer {
+    retriever: Arc<Retriever>,
+    generation: Arc<GenerationQueue>,
+    gate: Gate,
+    /// Prompt plus completion, at most the model's own context.
+    context_tokens: usize,
+    /// Most tokens of one source in the prompt.
+    max_source_tokens: usize,
+    /// Added to the sampling of an answer from sources: no `[n]` markers.
+    marker_bans: Vec<(u32, f32)>,
+}
+
+/// What is asked.
+#[derive(Debug, Clone)]
+pub enum Ask {
+    /// A question answered from the caller's documents.
+    Documents(Question),
+    /// A conversation answered by the model alone (chat with retrieval
+    /// off): the messages as given, defused.
+    Conversation(Vec<ChatMessage>),
+}
+
+/// A question to answer from the documents.
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub text: String,
+    pub mode: Mode,
+    /// Chunks retrieved.
+    pub top_k: usize,
+    /// Exact-match metadata filter.
+    pub metadata: BTreeMap<String, String>,
+    /// The application's own system text (chat), kept after Sovra's rules.
+    pub app_system: Option<String>,
+    /// Earlier turns of the conversation (chat).
+    pub history: Vec<ChatMessage>,
+}
+
+/// What retrieval found for a question, as a response reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetrievalReport {
+    pub mode: Mode,
+    /// Chunks retrieved.
+    pub retrieved: usize,
+    /// Of those, the ones the relevance gate let through.
+    pub relevant: usize,
+    /// Sources in the prompt.
+    pub used: usize,
+    /// Relevant chunks left out to fit the context budget.
+    pub dropped: usize,
+    pub results: Vec<Retrieved>,
+}
+
+/// An answer ready to generate: its retrieval, its prompt, its sampling.
+pub struct Prepared {
+    generation: Arc<GenerationQueue>,
+    /// `None` for a conversation without retrieval.
+    question: Option<String>,
+    language: Language,
+    retrieval: Option<Arc<RetrievalReport>>,
+    /// `None` when no retrieved chunk was relevant: the answer is the
+    /// refusal, without the model.
+    prompt: Option<Prompt>,
+    sampling: SamplingParams,
+}
+
+impl Prepared {
+    /// What retrieval found (`None` for a conversation without retrieval).
+    pub fn retrieval(&self) -> Option<&Arc<RetrievalReport>> {
+        self.retrieval.as_ref()
+    }
+
+    /// The sources in the prompt, in rank order.
+    pub fn sources(&self) -> &[Source] {
+        self.prompt.as_ref().map_or(&[], |p| p.sources.as_slice())
+    }
+
+    /// The prompt the model will read (`None`: no source was relevant).
+    pub fn prompt(&self) -> Option<&Prompt> {
+        self.prompt.as_ref()
+    }
+
+    /// Whether the model runs (false: the answer is the refusal).
+    pub fn uses_model(&self) -> bool {
+        self.prompt.is_some()
+    }
+
+    /// The model's id.
+    pub fn model_id(&self) -> &str {
+        self.generation.generator().model_id()
+    }
+
+    /// Admits the generation (or refuses at once when the queue is full,
+    /// [`AnswerError::Busy`]) and returns the answer's events.
+    pub fn start(self) -> Result<AnswerStream, AnswerError> {
+        let sources: Arc<[Source]> = self.sources().to_vec().into();
+        let mut pending = VecDeque::new();
+        pending.push_back(AnswerEvent::Sources(Arc::clone(&sources)));
+        let Some(prompt) = self.prompt else {
+            let refusal = self.language.refusal().to_owned();
+            pending.push_back(AnswerEvent::Text(refusal.clone()));
+            pending.push_back(AnswerEvent::Done(Finished {
+                text: refusal,
+                citations: Vec::new(),
+                refused: true,
+                generation: None,
+            }));
+            return Ok(AnswerStream {
+                pending,
+                handle: None,
+                question: self.question,
+                sources,
+            });
+        };
+        let handle = self
+            .generation
+            .submit(prompt.text, self.sampling)
+            .map_err(|full| AnswerError::Busy {
+                waiting: full.waiting,
+            })?;
+        Ok(AnswerStream {
+            pending,
+            handle: Some(handle),
+            question: self.question,
+            sources,
+        })
+    }
+}
+
+/// What an answer sends, in order: `Sources` once, `Text` pieces, then
+/// `Done` or `Failed`.
+#[derive(Debug)]
+pub enum AnswerEvent {
+    /// The sources the answer is generated from (empty without retrieval or
+    /// when none was relevant).
+    Sources(Arc<[Source]>),
+    /// A new piece of the answer's text.
+    Text(String),
+    Done(Finished),
+    /// The model failed; nothing more follows.
+    Failed(InferenceError),
+}
+
+/// A finished answer.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The answer as returned: a refusal in the model's own words becomes
+    /// the one refusal sentence in the question's language.
+    pub text: String,
+    /// The sources the answer's sentences are attributed to.
+    pub citations: Vec<Citation>,
+    /// The answer says the documents do not hold it.
+    pub refused: bool,
+    /// The model's run; `None` when no source was relevant and the model
+    /// was not asked.
+    pub generation: Option<Generation>,
+}
+
+/// Token counts of an answer (OpenAI's `usage`; zeros when the model did
+/// not run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+impl Finished {
+    pub fn usage(&self) -> Usage {
+        let (p, c) = self
+            .generation
+            .as_ref()
+            .map(|g| (g.prompt_tokens, g.completion_tokens))
+            .unwrap_or((0, 0));
+        Usage {
+            prompt_tokens: p,
+            completion_tokens: c,
+            total_tokens: p + c,
+        }
+    }
+
+    /// Why the answer ended (`stop` when the model was not asked).
+    pub fn finish_reason(&self) -> FinishReason {
+        self.generation
+            .as_ref()
+            .map_or(FinishReason::Stop, |g| g.finish_reason)
+    }
+}
+
+/// The events of one answer. Dropping it (or [`AnswerStream::cancel`])
+/// stops the generation at its next step.
+pub struct AnswerStream {
+    pending: VecDeque<AnswerEvent>,
+    handle: Option<GenerationHandle>,
+    /// The question the sources answer (`None` without retrieval).
+    question: Option<String>,
+    sources: Arc<[Source]>,
+}
+
+impl AnswerStream {
+    /// The next event; `None` after `Done` or `Failed`.
+    pub async fn next(&mut self) -> Option<AnswerEvent> {
+        if let Some(event) = self.pending.pop_front() {
+            return Some(event);
+        }
+        let handle = self.handle.as_mut()?;
+        loop {
+            let event = match handle.recv().await {
+                None => AnswerEvent::Failed(InferenceError::Runtime(
+                    "the generation ended without a result".into(),
+                )),
+                Some(GenerationEvent::Started) => continue,
+                Some(GenerationEvent::Text(text)) => return Some(AnswerEvent::Text(text)),
+                Some(GenerationEvent::Done(g)) => AnswerEvent::Done(self.settle(g)),
+                Some(GenerationEvent::Failed(e)) => AnswerEvent::Failed(e),
+            };
+            self.handle = None;
+            return Some(event);
+        }
+    }
+
+    /// Stops the generation at its next step; `Done` (finish reason
+    /// `cancelled`, the text so far) still follows.
+    pub fn cancel(&self) {
+        if let Some(h) = &self.handle {
+            h.cancel();
+        }
+    }
+
+    /// Waits for the whole answer (not streamed).
+    pub async fn collect(mut self) -> Result<Finished, AnswerError> {
+        while let Some(event) = self.next().await {
+            match event {
+                AnswerEvent::Sources(_) | AnswerEvent::Text(_) => {}
+                AnswerEvent::Done(f) => return Ok(f),
+                AnswerEvent::Failed(e) => return Err(AnswerError::Model(e)),
+            }
+        }
+        Err(AnswerError::Model(InferenceError::Runtime(
+            "the answer ended without a result".into(),
+        )))
+    }
+
+    /// The finished answer: from sources, settled and cited; without
+    /// retrieval, the model's text as it is.
+    fn settle(&self, generation: Generation) -> Finished {
+        let Some(question) = &self.question else {
+            return Finished {
+                text: generation.text.clone(),
+                citations: Vec::new(),
+                refused: false,
+                generation: Some(generation),
+            };
+        };
+        let settled = crate::settle(&generation.text, question, &self.sources);
+        Finished {
+            text: settled.text,
+            citations: settled.citations,
+            refused: settled.refused,
+            generation: Some(generation),
+        }
+    }
+}
+
+impl Answerer {
+    pub fn new(
+        retriever: Arc<Retriever>,
+        generation: Arc<GenerationQueue>,
+        gate: Gate,
+        context_tokens: usize,
+        max_source_tokens: usize,
+    ) -> Self {
+        let marker_bans = crate::marker_bans(generation.generator().as_ref());
+        let context_tokens = context_tokens.min(generation.generator().context_tokens());
+        Self {
+            retriever,
+            generation,
+            gate,
+            context_tokens,
+            max_source_tokens,
+            marker_bans,
+        }
+    }
+
+    /// The model queue (its generator's id, vocabulary, context).
+    pub fn generation(&self) -> &Arc<GenerationQueue> {
+        &self.generation
+    }
+
+    /// Prompt plus completion: the configured budget, at most the model's.
+    pub fn context_tokens(&self) -> usize {
+        self.context_tokens
+    }
+
+    /// Everything up to the model: retrieval with the principal's ACL, the
+    /// relevance gate and the prompt within the context budget.
+    pub async fn prepare(
+        &self,
+        principal: &Principal,
+        ask: Ask,
+        mut sampling: SamplingParams,
+    ) -> Result<Prepared, AnswerError> {
+        let budget = Budget {
+            context_tokens: self.context_tokens,
+            max_tokens: sampling.max_tokens,
+            max_source_tokens: self.max_source_tokens,
+        };
+        let generator = self.generation.generator().clone();
+        let q = match ask {
+            Ask::Conversation(messages) => {
+                let messages: Vec<ChatMessage> = messages
+                    .into_iter()
+                    .map(|m| ChatMessage::new(&m.role, crate::defuse(&m.content)))
+                    .collect();
+                let prompt =
+                    blocking(move || crate::plain_prompt(generator.as_ref(), &messages, budget))
+                        .instrument(tracing::info_span!("build_prompt"))
+                        .await?;
+                return Ok(Prepared {
+                    generation: self.generation.clone(),
+                    question: None,
+                    language: Language::English,
+                    retrieval: None,
+                    prompt: Some(prompt),
+                    sampling,
+                });
+            }
+            Ask::Documents(q) => q,
+        };
+        let language = language::detect(&q.text);
+        let req = RetrievalRequest {
+            question: &q.text,
+            mode: q.mode,
+            top_k: q.top_k,
+            metadata: &q.metadata,
+            gate: &self.gate,
+        };
+        let (hits, relevant) = crate::retrieve(&self.retriever, principal, &req).await?;
+        let relevant_count = relevant.len();
+        let prompt = if relevant.is_empty() {
+            None
+        } else {
+            let question = q.text.clone();
+            let (app_system, history) = (q.app_system, q.history);
+            let prompt = blocking(move || {
+                crate::build_prompt(
+                    generator.as_ref(),
+                    &question,
+                    app_system.as_deref(),
+                    &history,
+                    &relevant,
+                    budget,
+                )
+            })
+            .instrument(tracing::info_span!("build_prompt"))
+            .await?;
+            // An answer from sources is generated without source markers
+            // (their tokens are banned; citations are attributed afterwards).
+            sampling.logit_bias.extend_from_slice(&self.marker_bans);
+            Some(prompt)
+        };
+        let retrieval = RetrievalReport {
+            mode: q.mode,
+            retrieved: hits.len(),
+            relevant: relevant_count,
+            used: prompt.as_ref().map_or(0, |p| p.sources.len()),
+            dropped: prompt.as_ref().map_or(0, |p| p.dropped),
+            results: hits,
+        };
+        Ok(Prepared {
+            generation: self.generation.clone(),
+            question: Some(q.text),
+            language,
+            retrieval: Some(Arc::new(retrieval)),
+            prompt,
+            sampling,
+        })
+    }
+}
+
+/// Runs tokenizer work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AnswerError> + Send + 'static,
+) -> Result<T, AnswerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(AnswerError::Task)?
+}
