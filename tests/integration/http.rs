@@ -150,7 +150,7 @@ async fn request_and_trace_ids_flow_into_headers_and_the_record() {
 }
 
 #[tokio::test]
-async fn health_readiness_and_metrics_need_no_token_and_are_not_audited() {
+async fn health_readiness_metrics_and_openapi_need_no_token_and_are_not_audited() {
     for db in BACKENDS {
         let (s, pg) = Server::start(db).await;
         assert_eq!(s.get("/healthz", None).await.status(), 200);
@@ -167,6 +167,20 @@ async fn health_readiness_and_metrics_need_no_token_and_are_not_audited() {
         assert!(m.contains("sovra_http_request_duration_seconds_bucket"));
         assert!(m.contains("sovra_audit_commit_seconds_count"));
         assert!(!m.contains("alice"), "no subject in metric labels");
+        // The served OpenAPI document is the committed one.
+        let served = json(s.get("/openapi.json", None).await).await;
+        let committed: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../docs/openapi.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            served, committed,
+            "GET /openapi.json differs from docs/openapi.json"
+        );
         assert_eq!(s.audit_records().len(), 1, "{db:?}");
         finish(s, pg).await;
     }

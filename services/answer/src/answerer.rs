@@ -70,7 +70,7 @@ pub struct Question {
 }
 
 /// What retrieval found for a question, as a response reports it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RetrievalReport {
     pub mode: Mode,
     /// Chunks retrieved.
@@ -191,7 +191,7 @@ pub struct Finished {
 
 /// Token counts of an answer (OpenAI's `usage`; zeros when the model did
 /// not run).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,

@@ -125,7 +125,7 @@ pub enum AnswerError {
 }
 
 /// A chunk put into the prompt as source `[number]`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Source {
     pub number: usize,
     pub document_id: String,
@@ -140,7 +140,7 @@ pub struct Source {
 }
 
 /// A source the answer cites.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Citation {
     pub number: usize,
     pub document_id: String,

@@ -23,10 +23,15 @@ use async_trait::async_trait;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// The database failed; shared by every record of a failed group commit.
     #[error("audit database error: {0}")]
-    Database(String),
+    Database(#[source] std::sync::Arc<sqlx::Error>),
     #[error("the audit writer has stopped")]
     WriterStopped,
+    /// A group commit failed for a reason other than the database (logged
+    /// once by the writer with its cause).
+    #[error("the audit commit failed")]
+    CommitFailed,
     #[error("invalid audit query: {field}: {message}")]
     InvalidQuery {
         field: &'static str,
@@ -42,7 +47,7 @@ pub enum AuditError {
 
 impl From<sqlx::Error> for AuditError {
     fn from(e: sqlx::Error) -> Self {
-        AuditError::Database(e.to_string())
+        AuditError::Database(std::sync::Arc::new(e))
     }
 }
 

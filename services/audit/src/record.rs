@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 /// One request, as the gateway saw it. Fields added by later stages
 /// (query, chunks, model, token counts) go into `details`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// Time-ordered id (UUIDv7).
     pub id: Uuid,
@@ -59,7 +59,7 @@ impl AuditEvent {
 }
 
 /// A committed event with its place in the chain.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub seq: i64,
     #[serde(flatten)]
@@ -91,7 +91,7 @@ pub struct EventFilter {
 }
 
 /// One page of events, newest first; `next_cursor` continues after the last.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page {
     pub events: Vec<AuditRecord>,
     pub next_cursor: Option<String>,

@@ -28,7 +28,7 @@ pub struct SqlStore {
 }
 
 /// What `verify` found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct VerifyReport {
     pub ok: bool,
     /// Records whose links were checked.
@@ -41,7 +41,7 @@ pub struct VerifyReport {
     pub first_broken: Option<BrokenLink>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BrokenLink {
     pub seq: i64,
     pub id: String,
@@ -49,7 +49,7 @@ pub struct BrokenLink {
 }
 
 /// What `prune_before` did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PruneReport {
     pub pruned: u64,
     pub checkpoint_seq: Option<i64>,

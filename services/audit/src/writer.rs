@@ -73,9 +73,11 @@ async fn run(
             }
             Err(e) => {
                 tracing::error!(error = %e, records = events.len(), "audit commit failed");
-                let message = e.to_string();
                 for reply in replies.drain(..) {
-                    let _ = reply.send(Err(AuditError::Database(message.clone())));
+                    let _ = reply.send(Err(match &e {
+                        AuditError::Database(cause) => AuditError::Database(cause.clone()),
+                        _ => AuditError::CommitFailed,
+                    }));
                 }
             }
         }

@@ -5,7 +5,19 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// Sovra's roles. Each grants a small set of permissions; none implies another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Search and ask.
@@ -88,7 +100,7 @@ impl Permission {
 }
 
 /// The caller, as the gateway sees it after authentication.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Principal {
     pub subject: String,
     pub tenant: String,
@@ -114,7 +126,7 @@ impl Principal {
 
 /// Who may see a document: members of any group, or any user listed, within
 /// the document's tenant. An empty ACL admits nobody (deny by default).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Acl {
     #[serde(default)]

@@ -13,7 +13,7 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("catalog database error: {0}")]
-    Database(String),
+    Database(#[from] sqlx::Error),
     #[error("corrupt catalog row for document {id}: {message}")]
     Corrupt { id: String, message: String },
     #[error("invalid catalog query: {field}: {message}")]
@@ -28,14 +28,8 @@ pub enum CatalogError {
     },
 }
 
-impl From<sqlx::Error> for CatalogError {
-    fn from(e: sqlx::Error) -> Self {
-        CatalogError::Database(e.to_string())
-    }
-}
-
 /// A catalogued document.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Document {
     pub id: String,
     pub tenant: String,
@@ -82,7 +76,7 @@ pub struct ListFilter {
     pub limit: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DocumentPage {
     pub documents: Vec<Document>,
     pub next_cursor: Option<String>,

@@ -40,7 +40,7 @@ pub enum ServiceError {
     #[error("no document `{0}` that you may change")]
     NotFound(String),
     #[error("background task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
     #[error("the document could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -231,7 +231,7 @@ impl DocumentService {
     ) -> Result<T, ServiceError> {
         tokio::task::spawn_blocking(f)
             .await
-            .map_err(|e| ServiceError::Task(e.to_string()))?
+            .map_err(ServiceError::Task)?
     }
 
     /// Embeds chunks (on a blocking thread) into points for the vector store.

@@ -13,11 +13,23 @@ fn cell(value: String) -> String {
     }
 }
 
+/// Why a page of records could not be written: the export stops there
+/// rather than leave a record out.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("a CSV row could not be written: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("a CSV page could not be finished: {0}")]
+    Flush(#[source] std::io::Error),
+    #[error("a record could not be encoded: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
 /// One CSV line per record; lists joined with `;`, details as JSON.
-pub fn csv_rows(records: &[AuditRecord], header: bool) -> Vec<u8> {
+pub fn csv_rows(records: &[AuditRecord], header: bool) -> Result<Vec<u8>, ExportError> {
     let mut w = csv::Writer::from_writer(Vec::new());
     if header {
-        let _ = w.write_record([
+        w.write_record([
             "seq",
             "id",
             "ts",
@@ -37,11 +49,11 @@ pub fn csv_rows(records: &[AuditRecord], header: bool) -> Vec<u8> {
             "details",
             "prev_hash",
             "hash",
-        ]);
+        ])?;
     }
     for r in records {
         let e = &r.event;
-        let _ = w.write_record(
+        w.write_record(
             [
                 r.seq.to_string(),
                 e.id.to_string(),
@@ -64,24 +76,44 @@ pub fn csv_rows(records: &[AuditRecord], header: bool) -> Vec<u8> {
                 r.hash.clone(),
             ]
             .map(cell),
-        );
+        )?;
     }
-    w.into_inner().unwrap_or_default()
+    w.into_inner()
+        .map_err(|e| ExportError::Flush(e.into_error()))
 }
 
-pub fn jsonl_rows(records: &[AuditRecord]) -> Vec<u8> {
+/// One JSON object per line.
+pub fn jsonl_rows(records: &[AuditRecord]) -> Result<Vec<u8>, ExportError> {
     let mut out = Vec::new();
     for r in records {
-        if serde_json::to_writer(&mut out, r).is_ok() {
-            out.push(b'\n');
-        }
+        serde_json::to_writer(&mut out, r)?;
+        out.push(b'\n');
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::cell;
+    use super::{cell, csv_rows, jsonl_rows};
+    use sovra_audit::{AuditEvent, AuditRecord};
+
+    #[test]
+    fn every_record_is_written_or_the_page_fails() -> Result<(), super::ExportError> {
+        let record = |seq| AuditRecord {
+            seq,
+            event: AuditEvent::new("r", "GET", "/v1/whoami"),
+            ts: "2026-11-30T00:00:00Z".into(),
+            prev_hash: "p".into(),
+            hash: "h".into(),
+        };
+        let records = [record(1), record(2)];
+        let csv = String::from_utf8_lossy(&csv_rows(&records, true)?).into_owned();
+        assert_eq!(csv.lines().count(), 3, "{csv}");
+        assert!(csv.starts_with("seq,id,ts,"));
+        let jsonl = jsonl_rows(&records)?;
+        assert_eq!(jsonl.iter().filter(|&&b| b == b'\n').count(), 2);
+        Ok(())
+    }
 
     #[test]
     fn formula_cells_are_defused() {

@@ -41,6 +41,8 @@ enum Command {
     Ingest(cli::IngestArgs),
     /// Score lexical, dense and hybrid search on a judged query set (nDCG, recall, MRR).
     Eval(cli::EvalArgs),
+    /// Print the OpenAPI document (generated from the handlers; docs/openapi.json).
+    Openapi,
     /// Verify, export and prune the audit trail.
     Audit {
         #[command(subcommand)]
@@ -122,6 +124,19 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    // Neither does printing the OpenAPI document.
+    if let Command::Openapi = &cli.command {
+        return match routes::openapi_json() {
+            Ok(doc) => {
+                print!("{doc}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sovra: the OpenAPI document could not be written: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Making a signing key needs no configuration either.
     if let Command::Audit {
         command: AuditCommand::Keygen { output },
@@ -156,7 +171,7 @@ fn main() -> ExitCode {
             Command::Token(args) => cli::token(&settings, &args),
             Command::Ingest(args) => cli::ingest(&settings, args).await,
             Command::Eval(args) => cli::eval(&settings, args).await,
-            Command::ParseWorker(_) => Ok(ExitCode::SUCCESS),
+            Command::ParseWorker(_) | Command::Openapi => Ok(ExitCode::SUCCESS),
             Command::Audit { command } => match command {
                 AuditCommand::Verify => cli::audit_verify(&settings).await,
                 AuditCommand::Export {

@@ -136,16 +136,22 @@ pub struct Problem {
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// An RFC 9457 problem document (`application/problem+json`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemBody<'a> {
+    /// `urn:sovra:problem:CODE`.
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-    code: &'a str,
+    #[schema(example = "urn:sovra:problem:forbidden")]
+    pub kind: String,
+    pub title: &'a str,
+    pub status: u16,
+    pub detail: &'a str,
+    /// Stable code, see docs/errors.md.
+    pub code: &'a str,
+    /// The request field at fault (JSON path, query parameter or header).
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    pub field: Option<&'a str>,
 }
 
 impl Problem {
@@ -196,7 +202,7 @@ impl ResponseError for Problem {
 
     fn error_response(&self) -> HttpResponse {
         let (code, status, title) = self.code.info();
-        let body = Body {
+        let body = ProblemBody {
             kind: format!("urn:sovra:problem:{code}"),
             title,
             status: status.as_u16(),

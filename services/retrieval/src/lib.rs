@@ -24,10 +24,12 @@ pub enum RetrievalError {
     #[error(transparent)]
     Catalog(#[from] sovra_catalog::CatalogError),
     #[error("retrieval task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
+    #[error("the embedder returned no vector for the query")]
+    NoQueryVector,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Lexical,
@@ -69,7 +71,7 @@ pub fn rrf(lists: &[&[&str]], k: f32) -> Vec<(String, f32)> {
 }
 
 /// One retrieved chunk with its fused score and both component ranks (1-based).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Retrieved {
     pub document_id: String,
     pub chunk_id: String,
@@ -168,7 +170,7 @@ impl Retriever {
             index.search(&req)
         })
         .await
-        .map_err(|e| RetrievalError::Task(e.to_string()))?
+        .map_err(RetrievalError::Task)?
         .map_err(Into::into)
     }
 
@@ -183,12 +185,10 @@ impl Retriever {
         let vector = tokio::task::spawn_blocking(move || embedder.embed(&[text.as_str()]))
             .instrument(tracing::info_span!("embed_query"))
             .await
-            .map_err(|e| RetrievalError::Task(e.to_string()))??
+            .map_err(RetrievalError::Task)??
             .pop()
             .map(|e| e.vector)
-            .ok_or_else(|| {
-                RetrievalError::Task("the embedder returned no vector for the query".into())
-            })?;
+            .ok_or(RetrievalError::NoQueryVector)?;
         let mut q = VectorQuery::new(scope.clone(), vector, self.candidates);
         q.metadata = metadata.clone();
         Ok(self

@@ -24,13 +24,13 @@ pub struct EdgeStore {
     shard: Arc<EdgeShard>,
 }
 
-fn err<E: std::fmt::Display>(e: E) -> VectorError {
-    VectorError::Store(e.to_string())
+fn err<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> VectorError {
+    VectorError::Store(e.into())
 }
 
 fn key(name: &str) -> Result<JsonPath, VectorError> {
     name.try_into()
-        .map_err(|_| VectorError::Store(format!("bad payload key {name}")))
+        .map_err(|_| err(format!("bad payload key {name}")))
 }
 
 fn keyword(field: &str, value: &str) -> Result<Condition, VectorError> {
@@ -120,7 +120,7 @@ impl EdgeStore {
         let shard = self.shard.clone();
         tokio::task::spawn_blocking(move || f(&shard))
             .await
-            .map_err(|e| VectorError::Task(e.to_string()))?
+            .map_err(VectorError::Task)?
     }
 }
 

@@ -21,10 +21,11 @@ pub use server::{ClusterLayout, ServerStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VectorError {
+    /// The store failed (qdrant-edge's or the Qdrant client's error).
     #[error("vector store: {0}")]
-    Store(String),
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("vector store task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// One chunk's vector with the payload the filter needs.

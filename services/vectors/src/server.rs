@@ -31,8 +31,8 @@ pub struct ServerStore {
     collection: String,
 }
 
-fn err<E: std::fmt::Display>(e: E) -> VectorError {
-    VectorError::Store(e.to_string())
+fn err<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> VectorError {
+    VectorError::Store(e.into())
 }
 
 impl ServerStore {
@@ -117,9 +117,8 @@ impl VectorStore for ServerStore {
         let list: Vec<PointStruct> = points
             .iter()
             .map(|p| {
-                let payload = Payload::try_from(payload(p)).map_err(|e| {
-                    VectorError::Store(format!("payload of chunk {}: {e}", p.chunk_id))
-                })?;
+                let payload = Payload::try_from(payload(p))
+                    .map_err(|e| err(format!("payload of chunk {}: {e}", p.chunk_id)))?;
                 Ok(PointStruct::new(
                     point_uuid(&p.tenant, &p.chunk_id).to_string(),
                     p.vector.clone(),

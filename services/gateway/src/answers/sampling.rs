@@ -10,7 +10,7 @@ use crate::problem::Problem;
 use crate::state::AppState;
 
 /// Generation settings a request may carry (OpenAI's names).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SamplingRequest {
     pub max_tokens: Option<usize>,
@@ -26,7 +26,7 @@ pub struct SamplingRequest {
 }
 
 /// OpenAI's `stop`: one string or a list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Stop {
     One(String),

@@ -103,7 +103,8 @@ pub async fn audit_export(
             csv_rows(&page, first)
         } else {
             jsonl_rows(&page)
-        };
+        }
+        .context("writing the export")?;
         out.write_all(&bytes)?;
         first = false;
         count += page.len();

@@ -11,14 +11,16 @@ use sovra_audit::EventFilter;
 use sovra_config::PruneRefusal;
 
 use crate::export::{csv_rows, jsonl_rows};
+use crate::problem::ProblemBody;
 use sovra_auth::{Principal, Role};
 
 use crate::extract::{AuditAdmin, AuditRead, Authorized, ValidJson, ValidQuery};
 use crate::problem::{ErrorCode, Problem};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FilterQuery {
     since: Option<String>,
     until: Option<String>,
@@ -91,6 +93,22 @@ fn filter_json(f: &EventFilter) -> serde_json::Value {
 }
 
 /// `GET /v1/audit/events`: newest first, cursor-paged.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/events",
+    tag = "audit",
+    operation_id = "audit.events",
+    summary = "Query audit events, newest first",
+    description = r#"Roles auditor (own tenant) and admin (every tenant). Reading the trail is itself audited."#,
+    params(FilterQuery),
+    responses(
+        (status = 200, description = "one page", body = sovra_audit::Page),
+        (status = 400, description = "invalid parameter or body (the field is named)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles do not allow it", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "the audit store (or the database) does not answer", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn events(
     auth: Authorized<AuditRead>,
     q: ValidQuery<FilterQuery>,
@@ -120,6 +138,22 @@ pub async fn events(
 }
 
 /// `GET /v1/audit/events/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/events/{id}",
+    tag = "audit",
+    operation_id = "audit.event",
+    summary = "One audit event by id",
+    description = r#"Roles auditor (own tenant) and admin."#,
+    params(("id" = String, Path, description = "the event's UUID")),
+    responses(
+        (status = 200, description = "the record", body = sovra_audit::AuditRecord),
+        (status = 401, description = "no valid bearer token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles do not allow it", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "not found, or not visible to the caller", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "the audit store (or the database) does not answer", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn event(
     auth: Authorized<AuditRead>,
     id: web::Path<String>,
@@ -150,6 +184,22 @@ enum Format {
 const EXPORT_PAGE: u32 = 1000;
 
 /// `GET /v1/audit/export?format=jsonl|csv`: streams the matching records, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/export",
+    tag = "audit",
+    operation_id = "audit.export",
+    summary = "Stream audit records, oldest first",
+    description = r#"Roles auditor (own tenant) and admin. CSV joins lists with ';' and writes details as JSON."#,
+    params(FilterQuery),
+    responses(
+        (status = 200, description = "the records, one per line", content((sovra_audit::AuditRecord = "application/x-ndjson"), (String = "text/csv"))),
+        (status = 400, description = "invalid parameter or body (the field is named)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles do not allow it", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "the audit store (or the database) does not answer", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn export(
     auth: Authorized<AuditRead>,
     q: ValidQuery<FilterQuery>,
@@ -199,10 +249,19 @@ pub async fn export(
                         Format::Csv => csv_rows(&records, first),
                         Format::Jsonl => jsonl_rows(&records),
                     };
-                    Some((
-                        Ok::<_, actix_web::Error>(web::Bytes::from(bytes)),
-                        (last, false, finished),
-                    ))
+                    match bytes {
+                        Ok(bytes) => Some((
+                            Ok::<_, actix_web::Error>(web::Bytes::from(bytes)),
+                            (last, false, finished),
+                        )),
+                        Err(e) => {
+                            tracing::error!(error = %e, "audit export failed midway");
+                            Some((
+                                Err(actix_web::error::ErrorInternalServerError("export failed")),
+                                (after, false, true),
+                            ))
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "audit export failed midway");
@@ -228,6 +287,20 @@ pub async fn export(
 }
 
 /// `GET /v1/audit/verify`: walks the whole chain.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/verify",
+    tag = "audit",
+    operation_id = "audit.verify",
+    summary = "Walk the hash chain and report the first broken link",
+    description = r#"Roles auditor and admin."#,
+    responses(
+        (status = 200, description = "the report (ok may be false)", body = sovra_audit::VerifyReport),
+        (status = 401, description = "no valid bearer token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles do not allow it", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "the audit store (or the database) does not answer", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn verify(
     auth: Authorized<AuditRead>,
     state: web::Data<AppState>,
@@ -240,7 +313,7 @@ pub async fn verify(
     Ok(HttpResponse::Ok().json(report))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PruneRequest {
     /// Records older than this time are removed behind a signed checkpoint.
@@ -248,6 +321,25 @@ pub struct PruneRequest {
 }
 
 /// `POST /v1/audit/prune`: admins remove records older than `before`.
+#[utoipa::path(
+    post,
+    path = "/v1/audit/prune",
+    tag = "audit",
+    operation_id = "audit.prune",
+    summary = "Remove records older than a time behind a signed checkpoint",
+    description = r#"Role admin. Refused while audit.retention_days is 0 (409, reason retention_unlimited) and for a `before` later than now minus the retention period (400 naming before)."#,
+    request_body = PruneRequest,
+    responses(
+        (status = 200, description = "what was pruned", body = sovra_audit::PruneReport),
+        (status = 400, description = "invalid parameter or body (the field is named)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles do not allow it", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "refused by the retention settings", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported media type", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "the audit store (or the database) does not answer", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn prune(
     auth: Authorized<AuditAdmin>,
     body: ValidJson<PruneRequest>,

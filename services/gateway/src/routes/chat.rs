@@ -22,12 +22,13 @@ use crate::answers::record::OutcomeRecorder;
 use crate::answers::sampling::{self, SamplingRequest, Stop};
 use crate::answers::sse::{self, StreamFormat};
 use crate::extract::{Authorized, Read, ValidJson};
+use crate::problem::ProblemBody;
 use crate::problem::{ErrorCode, Problem};
 use crate::routes::documents::flat_metadata;
 use crate::routes::{question_text, top_k};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatBody {
     model: String,
@@ -55,14 +56,17 @@ pub struct ChatBody {
     sovra: Extension,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
 }
 
-#[derive(Debug, Deserialize)]
+/// Sovra's extension field of a chat request (the openai client:
+/// `extra_body={"sovra": {...}}`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = ChatOptions)]
 #[serde(deny_unknown_fields)]
 pub struct Extension {
     /// Answer from the caller's documents (default) or from the model alone.
@@ -95,7 +99,7 @@ impl Default for Extension {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Message {
     role: String,
@@ -105,14 +109,14 @@ pub struct Message {
 }
 
 /// A string, or OpenAI's list of content parts (text parts only).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
     Parts(Vec<Part>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Part {
     #[serde(rename = "type")]
     kind: String,
@@ -127,13 +131,13 @@ fn now() -> u64 {
 }
 
 /// `GET /v1/models`: the one model served.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelList {
     pub object: &'static str,
     pub data: Vec<Model>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Model {
     pub id: String,
     pub object: &'static str,
@@ -143,6 +147,19 @@ pub struct Model {
     pub context_length: usize,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "openai",
+    operation_id = "openai.models",
+    summary = "The model served (OpenAI-compatible)",
+    description = r#"Role reader. One entry: the generator's model id (from the model folder's sovra-model.json) and the context budget in tokens."#,
+    responses(
+        (status = 200, description = "the model list", body = ModelList),
+        (status = 401, description = "no valid bearer token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles do not allow it", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn models(_auth: Authorized<Read>, state: web::Data<AppState>) -> HttpResponse {
     let g = state.answerer.generation().generator();
     HttpResponse::Ok().json(ModelList {
@@ -204,6 +221,27 @@ fn unsupported(field: &str, detail: &str) -> Problem {
     Problem::invalid_parameter(field, detail)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "openai",
+    operation_id = "openai.completions",
+    summary = "OpenAI-compatible chat completions, answered from the caller's documents by default",
+    description = r#"Role reader. Follows OpenAI's Chat Completions API (`model`, `messages`, `stream`, `stream_options.include_usage`, `max_tokens`/`max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`, `logit_bias`, `n` = 1 only; `presence_penalty`/`frequency_penalty` other than 0 are refused, use sovra.repetition_penalty). Retrieval augmentation is on by default: the last message must be the user's question; system messages are kept after Sovra's own rules, earlier turns as history, and the question is answered from numbered sources as in /v1/query. The response (and, streamed, the chunk with the finish reason) carries the extension field `sovra`: `{citations, sources, retrieval}`. Streamed: `data:` chunks (`chat.completion.chunk`), a usage chunk when asked for, then `data: [DONE]`. Audited as `chat` (and `chat.completed` for a streamed outcome), like /v1/query."#,
+    request_body = ChatBody,
+    responses(
+        (status = 200, description = "a chat.completion (or, with stream, Server-Sent Events of chat.completion.chunk)", content((Completion = "application/json"), (Chunk = "text/event-stream"))),
+        (status = 400, description = "invalid parameter or body (the field is named)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles do not allow it", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "not found, or not visible to the caller", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported media type", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "the model is busy or a quota is spent (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 500, description = "the model failed", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "the audit store (or the database) does not answer", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn completions(
     auth: Authorized<Read>,
     body: ValidJson<ChatBody>,
@@ -361,7 +399,7 @@ fn finish_reason(f: &Finished) -> &'static str {
 }
 
 /// The response's `sovra` extension: citations, sources, retrieval.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReplyExtension<'a> {
     pub citations: &'a [Citation],
     pub sources: &'a [Source],
@@ -369,33 +407,34 @@ pub struct ReplyExtension<'a> {
 }
 
 /// `chat.completion`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Completion<'a> {
     pub id: &'a str,
     pub object: &'static str,
     pub created: u64,
     pub model: &'a str,
-    pub choices: [Choice<'a>; 1],
+    pub choices: Vec<Choice<'a>>,
     pub usage: Usage,
     pub sovra: ReplyExtension<'a>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Choice<'a> {
     pub index: u32,
     pub message: AssistantMessage<'a>,
     pub finish_reason: &'static str,
-    pub logprobs: Option<()>,
+    /// Always null: log probabilities are not returned.
+    pub logprobs: Option<Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AssistantMessage<'a> {
     pub role: &'static str,
     pub content: &'a str,
 }
 
 /// `chat.completion.chunk`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Chunk<'a> {
     pub id: &'a str,
     pub object: &'static str,
@@ -408,15 +447,16 @@ pub struct Chunk<'a> {
     pub sovra: Option<ReplyExtension<'a>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChunkChoice<'a> {
     pub index: u32,
     pub delta: Delta<'a>,
     pub finish_reason: Option<&'static str>,
-    pub logprobs: Option<()>,
+    /// Always null: log probabilities are not returned.
+    pub logprobs: Option<Value>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Delta<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
@@ -439,7 +479,7 @@ impl Reply {
             object: "chat.completion",
             created: self.created,
             model: &self.model,
-            choices: [Choice {
+            choices: vec![Choice {
                 index: 0,
                 finish_reason: finish_reason(f),
                 message: AssistantMessage {

@@ -5,18 +5,19 @@
 use std::time::Instant;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sovra_audit::AuditEvent;
 use sovra_auth::{DevTokenRequest, mint_development_token};
 
 use crate::extract::ValidJson;
+use crate::problem::ProblemBody;
 use crate::problem::{ErrorCode, Problem};
 use crate::state::AppState;
 
 const TTL_SECS: i64 = 8 * 3600;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevTokenBody {
     sub: String,
@@ -25,6 +26,15 @@ pub struct DevTokenBody {
     roles: Vec<String>,
     #[serde(default)]
     groups: Vec<String>,
+}
+
+/// A development token.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DevToken {
+    pub token: String,
+    pub token_type: &'static str,
+    /// Seconds.
+    pub expires_in: i64,
 }
 
 fn plain(field: &str, value: &str) -> Result<(), Problem> {
@@ -42,6 +52,22 @@ fn plain(field: &str, value: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/dev/token",
+    tag = "auth",
+    operation_id = "auth.token",
+    summary = "A development token in one click (development mode only)",
+    description = r#"Exists only with auth.development = true (404 otherwise). Needs no token; mints an HS256 development token (8 hours) for the given subject, tenant, roles and groups, and records the minting in the audit trail (action `dev.token`) before answering."#,
+    request_body = DevTokenBody,
+    responses(
+        (status = 200, description = "the token", body = DevToken),
+        (status = 400, description = "invalid parameter or body (the field is named)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "not found, or not visible to the caller", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "the audit store (or the database) does not answer", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(()),
+)]
 pub async fn token(
     req: HttpRequest,
     body: ValidJson<DevTokenBody>,
@@ -91,6 +117,9 @@ pub async fn token(
             "the request could not be recorded in the audit trail, so no answer is given",
         )
     })?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"token": minted, "token_type": "Bearer", "expires_in": TTL_SECS})))
+    Ok(HttpResponse::Ok().json(DevToken {
+        token: minted,
+        token_type: "Bearer",
+        expires_in: TTL_SECS,
+    }))
 }

@@ -6,7 +6,7 @@ use actix_multipart::Multipart;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use base64::Engine;
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sovra_auth::{Acl, Principal};
 use sovra_catalog::ListFilter;
@@ -14,10 +14,11 @@ use sovra_documents::{NewDocument, ServiceError};
 use sovra_ingest::Format;
 
 use crate::extract::{AuditCtx, Authorized, Browse, Ingest, ValidJson};
+use crate::problem::ProblemBody;
 use crate::problem::{ErrorCode, Problem};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentJson {
     id: Option<String>,
@@ -30,6 +31,40 @@ pub struct DocumentJson {
     metadata: BTreeMap<String, Value>,
     tenant: Option<String>,
     acl: Acl,
+}
+
+/// A `multipart/form-data` upload (the schema of the form; the parts are
+/// read one by one in `create_multipart`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct DocumentUpload {
+    /// The file; its type comes from the part's content type or name.
+    #[schema(format = Binary, value_type = String)]
+    file: Vec<u8>,
+    id: Option<String>,
+    title: Option<String>,
+    tenant: Option<String>,
+    /// Comma-separated.
+    acl_groups: Option<String>,
+    /// Comma-separated.
+    acl_users: Option<String>,
+    /// A JSON object of string, number or boolean values.
+    metadata: Option<String>,
+}
+
+/// What a write did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DocumentWritten {
+    pub id: String,
+    pub version: i64,
+    pub chunks: i64,
+    /// The same bytes, title, ACL and metadata were already stored: nothing
+    /// was rewritten.
+    pub unchanged: bool,
+    pub created: bool,
+    pub content_hash: String,
+    pub title: String,
+    pub tenant: String,
 }
 
 fn valid_id(id: &str) -> Result<(), Problem> {
@@ -198,10 +233,16 @@ async fn store(
         "document",
         json!({"id": d.id, "version": d.version, "chunks": d.chunk_count, "unchanged": outcome.unchanged, "content_hash": d.content_hash}),
     );
-    let body = json!({
-        "id": d.id, "version": d.version, "chunks": d.chunk_count, "unchanged": outcome.unchanged,
-        "created": outcome.created, "content_hash": d.content_hash, "title": d.title, "tenant": d.tenant,
-    });
+    let body = DocumentWritten {
+        id: d.id.clone(),
+        version: d.version,
+        chunks: d.chunk_count,
+        unchanged: outcome.unchanged,
+        created: outcome.created,
+        content_hash: d.content_hash.clone(),
+        title: d.title.clone(),
+        tenant: d.tenant.clone(),
+    };
     Ok(if outcome.created {
         HttpResponse::Created().json(body)
     } else {
@@ -210,6 +251,27 @@ async fn store(
 }
 
 /// `POST /v1/documents`: JSON, or multipart with a `file` part.
+#[utoipa::path(
+    post,
+    path = "/v1/documents",
+    tag = "documents",
+    operation_id = "documents.create",
+    summary = "Write a document (create, or replace every chunk of an existing id)",
+    description = r#"Role ingester, own tenant only. JSON (text, or base64 content with content_type) or multipart/form-data with a `file` part and the fields id, title, tenant, acl_groups, acl_users (comma-separated) and metadata (a JSON object). Supported: text/plain, text/markdown, text/html, application/pdf, DOCX. The document is parsed and chunked before anything is stored; a failure stores nothing. Identical content under the same id is a no-op (`unchanged: true`). Searchable when the call returns. Audited with the document id, version and chunk count. Replacing an existing id needs the change rule (its writer, an ingester who may read it, or the tenant's admin); anyone else gets 404, as for an id nobody uses. Ids are unique within a tenant. Metadata (32 keys of letters, digits, '_' or '-'; values up to 512 characters; 8 KiB in all) and ACL lists (256 names of up to 128 characters; 16 KiB) are bounded: 413 naming the field."#,
+    request_body(content((DocumentJson = "application/json"), (DocumentUpload = "multipart/form-data"))),
+    responses(
+        (status = 200, description = "replaced (version bumped) or unchanged", body = DocumentWritten),
+        (status = 201, description = "created", body = DocumentWritten),
+        (status = 400, description = "invalid parameter or body (the field is named)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles do not allow it", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "not found, or not visible to the caller", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported media type", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "the document could not be read", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "the audit store (or the database) does not answer", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -413,6 +475,22 @@ async fn create_multipart(
 }
 
 /// `GET /v1/documents`: documents the caller may see; `metadata.KEY=VALUE` filters.
+#[utoipa::path(
+    get,
+    path = "/v1/documents",
+    tag = "documents",
+    operation_id = "documents.list",
+    summary = "List the documents the caller may see",
+    description = r#"Roles reader and ingester; own tenant; ACL applied in SQL. Filters: metadata.KEY=VALUE (repeatable)."#,
+    params(("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "default 50"), ("tenant" = Option<String>, Query, description = "must be the caller's own"), ("metadata.KEY" = Option<String>, Query, description = "exact match on a metadata value")),
+    responses(
+        (status = 200, description = "one page", body = sovra_catalog::DocumentPage),
+        (status = 400, description = "invalid parameter or body (the field is named)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles do not allow it", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "the audit store (or the database) does not answer", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn list(
     req: HttpRequest,
     auth: Authorized<Browse>,
@@ -466,6 +544,23 @@ pub async fn list(
 }
 
 /// `GET /v1/documents/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/documents/{id}",
+    tag = "documents",
+    operation_id = "documents.get",
+    summary = "One document's catalog entry",
+    description = r#"Roles reader and ingester; 404 unless the caller may see it."#,
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "the document", body = sovra_catalog::Document),
+        (status = 400, description = "invalid parameter or body (the field is named)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles do not allow it", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "not found, or not visible to the caller", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "the audit store (or the database) does not answer", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn get(
     id: web::Path<String>,
     auth: Authorized<Browse>,
@@ -489,6 +584,23 @@ pub async fn get(
 }
 
 /// `DELETE /v1/documents/{id}`: from the catalog and every index.
+#[utoipa::path(
+    delete,
+    path = "/v1/documents/{id}",
+    tag = "documents",
+    operation_id = "documents.delete",
+    summary = "Remove a document from the catalog and every index",
+    description = r#"Role ingester; 404 unless the caller may see it. Audited with the id, version and chunk count."#,
+    params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "invalid parameter or body (the field is named)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles do not allow it", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "not found, or not visible to the caller", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "the audit store (or the database) does not answer", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn delete(
     id: web::Path<String>,
     auth: Authorized<Ingest>,

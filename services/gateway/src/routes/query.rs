@@ -17,12 +17,13 @@ use crate::answers::sampling::{self, SamplingRequest};
 use crate::answers::sse::{self, StreamFormat};
 use crate::extract::{Authorized, Read, ValidJson};
 use crate::problem::Problem;
+use crate::problem::ProblemBody;
 use crate::routes::documents::flat_metadata;
 use crate::routes::search::Filter;
 use crate::routes::{question_text, top_k};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryBody {
     question: String,
@@ -39,7 +40,7 @@ pub struct QueryBody {
 }
 
 /// The model's timings.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct Timings {
     /// From admission to the first generated token (prefill included).
     pub first_token_ms: f64,
@@ -47,7 +48,7 @@ pub struct Timings {
 }
 
 /// How the answer ended: the `done` event, and the tail of the body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Outcome {
     pub model: String,
     /// `stop`, `length` or `cancelled`.
@@ -73,7 +74,7 @@ impl Outcome {
 }
 
 /// The answer to a question (not streamed).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QueryResponse {
     pub answer: String,
     pub citations: Vec<Citation>,
@@ -90,6 +91,26 @@ pub struct SourcesEvent<'a> {
     pub retrieval: &'a RetrievalReport,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/query",
+    tag = "answers",
+    operation_id = "answers.query",
+    summary = "Answer a question from the documents the caller may read, with citations",
+    description = r#"Role reader. The question goes through hybrid (or the given mode) retrieval with the caller's tenant and ACL inside both indexes; hits that pass the relevance gate (at least answer.min_question_coverage of the question's topic words, or a dense score of at least answer.min_dense_score for questions in answer.dense_gate_languages) become numbered sources in the prompt, cut to answer.max_source_tokens each and dropped from the lowest rank until prompt plus max_tokens fit generator.context_tokens. The model is told to answer only from them, in the question's language (English, Indonesian or Chinese); it writes no source markers, and the citations returned are the sources each sentence of the answer is attributed to. When no source is relevant the answer is the refusal in the question's language ("I could not find this in the documents available to you.", "Saya tidak menemukan jawabannya dalam dokumen yang tersedia untuk Anda.", "在您可以查阅的文档中找不到答案。") without running the model; an unstreamed answer in which the model says the documents do not hold the answer is returned as that same sentence. With `stream: true` the response is `text/event-stream`: one `sources` event (`{sources, retrieval}`), `token` events (`{text}`), one `citations` event (`{citations}`), then `done` (`{model, finish_reason, usage, timings}`); an `error` event (`{code, detail}`) if the model fails. A streamed answer leaves two audit records with the same request id: `query` (question or its hash, retrieved/source chunk ids, model, prompt tokens; committed before the first byte) and `query.completed` (completion tokens, finish reason, cited chunk ids; `reason` = `client_disconnected` when the client left, which cancels the generation). 429 with Retry-After when generator.workers are busy and generator.queue_capacity requests already wait."#,
+    request_body = QueryBody,
+    responses(
+        (status = 200, description = "the answer (or, with stream, Server-Sent Events)", content((QueryResponse = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "invalid parameter or body (the field is named)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles do not allow it", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported media type", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "the model is busy or a quota is spent (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 500, description = "the model failed", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "the audit store (or the database) does not answer", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn query(
     auth: Authorized<Read>,
     body: ValidJson<QueryBody>,

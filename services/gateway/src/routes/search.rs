@@ -5,17 +5,18 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sovra_retrieval::Mode;
+use sovra_retrieval::{Mode, Retrieved};
 
 use crate::extract::{Authorized, Read, ValidJson};
 use crate::problem::Problem;
+use crate::problem::ProblemBody;
 use crate::routes::documents::flat_metadata;
 use crate::routes::{question_text, top_k};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchBody {
     query: String,
@@ -26,13 +27,39 @@ pub struct SearchBody {
     filter: Filter,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     #[serde(default)]
     pub metadata: BTreeMap<String, Value>,
 }
 
+/// Ranked chunks, best first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SearchResponse {
+    pub mode: Mode,
+    pub results: Vec<Retrieved>,
+    pub took_ms: f64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/search",
+    tag = "retrieval",
+    operation_id = "retrieval.search",
+    summary = "Lexical, dense or hybrid search over the chunks the caller may see",
+    description = r#"Role reader. `mode`: lexical (BM25 in Tantivy), dense (nearest neighbours in the vector store) or hybrid (both concurrently, fused by Reciprocal Rank Fusion; the default). The caller's tenant and ACL are required clauses inside both index queries. The returned document and chunk ids, the mode and the query (or its salted hash, by audit.query_policy) go into the audit record."#,
+    request_body = SearchBody,
+    responses(
+        (status = 200, description = "ranked chunks", body = SearchResponse),
+        (status = 400, description = "invalid parameter or body (the field is named)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles do not allow it", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported media type", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "the audit store (or the database) does not answer", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn search(
     auth: Authorized<Read>,
     body: ValidJson<SearchBody>,
@@ -55,9 +82,9 @@ pub async fn search(
         "chunk_ids",
         json!(hits.iter().map(|h| h.chunk_id.as_str()).collect::<Vec<_>>()),
     );
-    Ok(HttpResponse::Ok().json(json!({
-        "mode": b.mode.as_str(),
-        "results": hits,
-        "took_ms": started.elapsed().as_secs_f64() * 1e3,
-    })))
+    Ok(HttpResponse::Ok().json(SearchResponse {
+        mode: b.mode,
+        results: hits,
+        took_ms: started.elapsed().as_secs_f64() * 1e3,
+    }))
 }
