@@ -274,3 +274,54 @@ async fn start_up_reconciles_the_catalog_with_both_indexes() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_new_embedding_model_fills_its_own_vector_store_from_the_catalog() {
+    let e5 = models_dir().join("multilingual-e5-small/model.onnx");
+    if !e5.exists() {
+        eprintln!(
+            "NOTICE: {} is missing (scripts/setup-models makes it); skipped",
+            e5.display()
+        );
+        return;
+    }
+    let (mut s, _) = Server::start(Db::Sqlite).await;
+    ingest(&s, "staff/annual-leave-policy.md", "leave", "staff").await;
+    ingest(&s, "nursing/sepsis-protocol.pdf", "sepsis", "nursing").await;
+    let reader = hs256(&claims("p", "bank", &["reader"], &["staff", "nursing"]));
+    let data = std::path::Path::new(s.db_url.trim_start_matches("sqlite://"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    // An Indonesian question: only a multilingual embedder reads it.
+    let question = "Berapa hari cuti tahunan yang didapat karyawan?";
+    s.env.push((
+        "SOVRA__EMBEDDINGS__MODEL".into(),
+        "multilingual-e5-small".into(),
+    ));
+    s.restart().await;
+    assert!(
+        data.join("vectors-multilingual-e5-small").is_dir(),
+        "e5's vectors live in their own store"
+    );
+    let got = search(&s, &reader, question, "dense").await;
+    assert_eq!(
+        docs(&got).first(),
+        Some(&"leave"),
+        "embedded again from the catalog: {got:?}"
+    );
+    let r = s
+        .client
+        .post(s.url("/v1/embeddings"))
+        .bearer_auth(&reader)
+        .json(&json!({"input": "cuti tahunan"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["model"], "multilingual-e5-small");
+    // Back to all-MiniLM: its own store, untouched, still answers.
+    s.env.clear();
+    s.restart().await;
+    let got = search(&s, &reader, "vacation allowance annual leave", "dense").await;
+    assert_eq!(docs(&got).first(), Some(&"leave"), "{got:?}");
+}

@@ -80,7 +80,8 @@ pub struct Server {
     _dir: tempfile::TempDir,
     pub config: PathBuf,
     pub db_url: String,
-    env: Vec<(String, String)>,
+    /// Environment of the server process (changed between restarts by some tests).
+    pub env: Vec<(String, String)>,
     pub client: reqwest::Client,
     /// Every line the server printed on stdout, across restarts.
     pub stdout: Arc<Mutex<Vec<String>>>,
@@ -359,4 +360,14 @@ pub fn snippets(hits: &[Value]) -> Vec<String> {
                 .replace("</mark>", "")
         })
         .collect()
+}
+
+/// Where the server finds its models (as `Settings::models_dir` without a
+/// `models.dir` key).
+pub fn models_dir() -> PathBuf {
+    match std::env::var("SOVRA_MODELS_DIR") {
+        Ok(d) => PathBuf::from(d),
+        Err(_) => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into()))
+            .join(".cache/sovra/models"),
+    }
 }

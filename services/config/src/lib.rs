@@ -206,6 +206,8 @@ impl Default for AnswerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbeddingSettings {
+    /// The embedding model: its folder under the models directory.
+    pub model: EmbeddingModelName,
     /// ONNX Runtime intra-op threads for the embedder.
     pub threads: usize,
     /// Texts per model call.
@@ -215,8 +217,30 @@ pub struct EmbeddingSettings {
 impl Default for EmbeddingSettings {
     fn default() -> Self {
         Self {
+            model: EmbeddingModelName::MiniLm,
             threads: 2,
             batch_size: 32,
+        }
+    }
+}
+
+/// The embedding models the gateway can load (`embeddings.model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EmbeddingModelName {
+    /// English only.
+    #[serde(rename = "all-minilm-l6-v2")]
+    MiniLm,
+    /// English, Indonesian, Chinese and about a hundred more.
+    #[serde(rename = "multilingual-e5-small")]
+    MultilingualE5Small,
+}
+
+impl EmbeddingModelName {
+    /// Its folder under the models directory.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Self::MiniLm => "all-minilm-l6-v2",
+            Self::MultilingualE5Small => "multilingual-e5-small",
         }
     }
 }
@@ -1039,12 +1063,16 @@ impl Settings {
 
     /// The embedding model's tokenizer (chunking counts its tokens).
     pub fn tokenizer_file(&self) -> PathBuf {
-        self.models_dir().join("all-minilm-l6-v2/tokenizer.json")
+        self.models_dir()
+            .join(self.embeddings.model.dir())
+            .join("tokenizer.json")
     }
 
-    /// The embedding model (int8 ONNX all-MiniLM-L6-v2).
+    /// The embedding model (`embeddings.model`).
     pub fn embedding_model_file(&self) -> PathBuf {
-        self.models_dir().join("all-minilm-l6-v2/model.onnx")
+        self.models_dir()
+            .join(self.embeddings.model.dir())
+            .join("model.onnx")
     }
 
     /// ONNX Runtime's shared library, loaded by `ort` at start-up.
@@ -1070,8 +1098,30 @@ impl Settings {
     }
 
     /// Where the embedded vector store lives.
+    ///
+    /// Vectors belong to the model that made them: each model has its own
+    /// store (all-MiniLM-L6-v2, the first, keeps the original name), so a
+    /// change of `embeddings.model` starts from an empty store that
+    /// reconciliation fills from the catalog, and switching back finds the
+    /// old vectors intact.
     pub fn vectors_dir(&self) -> PathBuf {
-        self.storage.data_dir.join("vectors")
+        match self.embeddings.model {
+            EmbeddingModelName::MiniLm => self.storage.data_dir.join("vectors"),
+            other => self
+                .storage
+                .data_dir
+                .join(format!("vectors-{}", other.dir())),
+        }
+    }
+
+    /// The Qdrant collection of `embeddings.model`'s vectors
+    /// (`vectors.collection`, with the model's name after it unless it is
+    /// all-MiniLM-L6-v2).
+    pub fn vectors_collection(&self) -> String {
+        match self.embeddings.model {
+            EmbeddingModelName::MiniLm => self.vectors.collection.clone(),
+            other => format!("{}-{}", self.vectors.collection, other.dir()),
+        }
     }
 
     /// Where the lexical index lives.

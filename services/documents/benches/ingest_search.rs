@@ -21,7 +21,7 @@ use sovra_auth::{Acl, Principal};
 use sovra_catalog::Catalog;
 use sovra_documents::{DocumentService, NewDocument};
 use sovra_index::{ChunkEntry, LexicalIndex, SearchRequest};
-use sovra_inference::{Embedder, OnnxEmbedder};
+use sovra_inference::{Embedder, EmbeddingModel, OnnxEmbedder, TextKind};
 use sovra_ingest::{Chunker, ChunkerConfig, Format, Limits};
 use sovra_retrieval::{Mode, Retriever};
 use sovra_vectors::{EdgeStore, VectorPoint, VectorStore};
@@ -210,6 +210,7 @@ async fn main() {
     let embedder = Arc::new(
         OnnxEmbedder::load(
             &models.join("onnxruntime/libonnxruntime.so.1.32.0"),
+            EmbeddingModel::MiniLm,
             &models.join("all-minilm-l6-v2/model.onnx"),
             &tokenizer,
             THREADS,
@@ -294,9 +295,9 @@ async fn main() {
     // ---- Embedding throughput: Sovra vs Python onnxruntime ----
     let texts: Vec<String> = (0..512).map(|_| paragraph(&mut rng, 60)).collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    embedder.embed(&refs[..BATCH]).unwrap();
+    embedder.embed(&refs[..BATCH], TextKind::Passage).unwrap();
     let started = Instant::now();
-    embedder.embed(&refs).unwrap();
+    embedder.embed(&refs, TextKind::Passage).unwrap();
     let rust = texts.len() as f64 / started.elapsed().as_secs_f64();
     let python = std::env::var("BENCH_PYTHON").ok().and_then(|py| {
         let script = concat!(

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use sovra_auth::{Acl, Principal};
 use sovra_catalog::{Catalog, CatalogError, ChunkRow, Document};
 use sovra_index::{ChunkEntry, IndexError, LexicalIndex};
-use sovra_inference::{Embedder, InferenceError};
+use sovra_inference::{Embedder, InferenceError, TextKind};
 use sovra_vectors::{VectorError, VectorPoint, VectorStore};
 use tokio::sync::Mutex;
 use tracing::Instrument;
@@ -247,7 +247,7 @@ impl DocumentService {
         let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
         let vectors = Self::blocking(move || {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            Ok(embedder.embed(&refs)?)
+            Ok(embedder.embed(&refs, TextKind::Passage)?)
         })
         .await?;
         Ok(chunks
@@ -483,6 +483,15 @@ impl DocumentService {
                 let rows = self.catalog.chunks(tenant, id).await?;
                 self.apply(tenant, id, Some((&doc, &rows)), None).await?;
                 report.repaired.push(format!("{tenant}/{id}"));
+                // A new embedding model starts from an empty vector store:
+                // every document is embedded again, with progress in the log.
+                if report.repaired.len() % 100 == 0 {
+                    tracing::info!(
+                        repaired = report.repaired.len(),
+                        documents = catalog.len(),
+                        "reconciling the indexes with the catalog"
+                    );
+                }
             }
         }
         let strays: std::collections::BTreeSet<&(String, String)> = lexical

@@ -244,6 +244,12 @@ pub async fn open_documents(
     let embedder: Arc<dyn sovra_inference::Embedder> =
         Arc::new(sovra_inference::OnnxEmbedder::load(
             &settings.onnxruntime_library(),
+            match settings.embeddings.model {
+                sovra_config::EmbeddingModelName::MiniLm => sovra_inference::EmbeddingModel::MiniLm,
+                sovra_config::EmbeddingModelName::MultilingualE5Small => {
+                    sovra_inference::EmbeddingModel::MultilingualE5Small
+                }
+            },
             &settings.embedding_model_file(),
             &tokenizer,
             settings.embeddings.threads,
@@ -259,7 +265,7 @@ pub async fn open_documents(
             sovra_vectors::ServerStore::connect(
                 &settings.vectors.url,
                 Some(settings.vectors.api_key.clone()).filter(|k| !k.is_empty()),
-                &settings.vectors.collection,
+                &settings.vectors_collection(),
                 dims,
                 sovra_vectors::ClusterLayout {
                     shards: settings.vectors.shards,

@@ -1,5 +1,10 @@
-//! Sentence embeddings: all-MiniLM-L6-v2 (int8 ONNX) with its WordPiece
-//! tokenizer; mean pooling over the attention mask, then L2 normalisation.
+//! Sentence embeddings: an ONNX encoder with its tokenizer, mean pooling
+//! over the attention mask, then L2 normalisation. Two models are known
+//! ([`EmbeddingModel`]): all-MiniLM-L6-v2 (English, int8) and
+//! multilingual-e5-small (English, Indonesian, Chinese and about a hundred
+//! more; 4-bit, converted by `scripts/convert-e5.py`), which is meant to be
+//! read with `query: ` before questions and `passage: ` before the texts
+//! searched ([`TextKind`]).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -18,32 +23,82 @@ pub struct Embedding {
     pub tokens: usize,
 }
 
+/// What a text is to the search: models trained with instructions (e5)
+/// embed a question and a passage differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    /// A question or search query.
+    Query,
+    /// A text to be found: a chunk, or an input of `/v1/embeddings`.
+    Passage,
+}
+
+/// The embedding models Sovra knows, by the folder name under the models
+/// directory (`<name>/model.onnx`, `<name>/tokenizer.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingModel {
+    /// all-MiniLM-L6-v2: English only, 384 dimensions, 256 tokens.
+    MiniLm,
+    /// multilingual-e5-small: about a hundred languages, 384 dimensions,
+    /// 512 tokens, `query: ` / `passage: ` prefixes.
+    MultilingualE5Small,
+}
+
+impl EmbeddingModel {
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::MiniLm => "all-minilm-l6-v2",
+            Self::MultilingualE5Small => "multilingual-e5-small",
+        }
+    }
+
+    pub fn dimensions(self) -> usize {
+        384
+    }
+
+    /// The longest input the model was trained for.
+    pub fn max_tokens(self) -> usize {
+        match self {
+            Self::MiniLm => 256,
+            Self::MultilingualE5Small => 512,
+        }
+    }
+
+    /// What goes before a text of `kind`.
+    pub fn prefix(self, kind: TextKind) -> &'static str {
+        match (self, kind) {
+            (Self::MiniLm, _) => "",
+            (Self::MultilingualE5Small, TextKind::Query) => "query: ",
+            (Self::MultilingualE5Small, TextKind::Passage) => "passage: ",
+        }
+    }
+}
+
 /// Turns texts into unit vectors. Blocking: call from a blocking thread.
 pub trait Embedder: Send + Sync {
     fn model_id(&self) -> &str;
     fn dimensions(&self) -> usize;
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Embedding>, InferenceError>;
+    fn embed(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Embedding>, InferenceError>;
 }
 
 pub struct OnnxEmbedder {
     session: Mutex<Session>,
     tokenizer: Tokenizer,
     batch_size: usize,
-    dimensions: usize,
-    model_id: String,
+    model: EmbeddingModel,
+    /// Whether the graph takes `token_type_ids` (BERT exports do; e5's does not).
+    token_types: bool,
 }
 
 fn rt<E: std::fmt::Display>(e: E) -> InferenceError {
     InferenceError::Runtime(e.to_string())
 }
 
-/// The longest input the model was trained for.
-pub const MAX_TOKENS: usize = 256;
-
 impl OnnxEmbedder {
     /// Loads the model and tokenizer; `runtime` is ONNX Runtime's library.
     pub fn load(
         runtime: &Path,
+        kind: EmbeddingModel,
         model: &Path,
         tokenizer: &Path,
         intra_threads: usize,
@@ -63,6 +118,10 @@ impl OnnxEmbedder {
             .map_err(rt)?
             .commit_from_file(model)
             .map_err(rt)?;
+        let token_types = session
+            .inputs()
+            .iter()
+            .any(|i| i.name() == "token_type_ids");
         let mut tokenizer = Tokenizer::from_file(tokenizer)
             .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(Some(PaddingParams {
@@ -71,7 +130,7 @@ impl OnnxEmbedder {
         }));
         tokenizer
             .with_truncation(Some(TruncationParams {
-                max_length: MAX_TOKENS,
+                max_length: kind.max_tokens(),
                 ..Default::default()
             }))
             .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
@@ -79,15 +138,21 @@ impl OnnxEmbedder {
             session: Mutex::new(session),
             tokenizer,
             batch_size: batch_size.max(1),
-            dimensions: 384,
-            model_id: "all-minilm-l6-v2".into(),
+            model: kind,
+            token_types,
         })
     }
 
-    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Embedding>, InferenceError> {
+    fn embed_batch(
+        &self,
+        texts: &[&str],
+        kind: TextKind,
+    ) -> Result<Vec<Embedding>, InferenceError> {
+        let prefix = self.model.prefix(kind);
+        let inputs: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
         let encodings = self
             .tokenizer
-            .encode_batch(texts.to_vec(), true)
+            .encode_batch(inputs, true)
             .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
         let batch = encodings.len();
         let seq = encodings.first().map(|e| e.len()).unwrap_or(0);
@@ -103,7 +168,7 @@ impl OnnxEmbedder {
             types.extend(e.get_type_ids().iter().map(|&x| i64::from(x)));
         }
         let shape = vec![batch as i64, seq as i64];
-        let inputs = vec![
+        let mut inputs = vec![
             (
                 "input_ids",
                 Tensor::from_array((shape.clone(), ids))
@@ -116,11 +181,13 @@ impl OnnxEmbedder {
                     .map_err(rt)?
                     .into_dyn(),
             ),
-            (
+        ];
+        if self.token_types {
+            inputs.push((
                 "token_type_ids",
                 Tensor::from_array((shape, types)).map_err(rt)?.into_dyn(),
-            ),
-        ];
+            ));
+        }
         let mut session = self
             .session
             .lock()
@@ -130,7 +197,7 @@ impl OnnxEmbedder {
             .try_extract_tensor::<f32>()
             .map_err(rt)?;
         let dim = out_shape.get(2).copied().unwrap_or(0) as usize;
-        if dim != self.dimensions || hidden.len() != batch * seq * dim {
+        if dim != self.model.dimensions() || hidden.len() != batch * seq * dim {
             return Err(InferenceError::Runtime(format!(
                 "unexpected output shape {out_shape:?}"
             )));
@@ -165,18 +232,18 @@ impl OnnxEmbedder {
 
 impl Embedder for OnnxEmbedder {
     fn model_id(&self) -> &str {
-        &self.model_id
+        self.model.id()
     }
 
     fn dimensions(&self) -> usize {
-        self.dimensions
+        self.model.dimensions()
     }
 
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Embedding>, InferenceError> {
+    fn embed(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Embedding>, InferenceError> {
         let _span = tracing::info_span!("embed", texts = texts.len()).entered();
         let mut out = Vec::with_capacity(texts.len());
         for batch in texts.chunks(self.batch_size) {
-            out.extend(self.embed_batch(batch)?);
+            out.extend(self.embed_batch(batch, kind)?);
         }
         Ok(out)
     }
@@ -199,6 +266,7 @@ mod tests {
         let m = models();
         OnnxEmbedder::load(
             &m.join("onnxruntime/libonnxruntime.so.1.32.0"),
+            EmbeddingModel::MiniLm,
             &m.join("all-minilm-l6-v2/model.onnx"),
             &m.join("all-minilm-l6-v2/tokenizer.json"),
             2,
@@ -233,7 +301,7 @@ mod tests {
         for batch in [1, 4] {
             let e = embedder(batch);
             let texts: Vec<&str> = refs.iter().map(|(t, _)| t.as_str()).collect();
-            let got = e.embed(&texts).unwrap();
+            let got = e.embed(&texts, TextKind::Passage).unwrap();
             for ((text, want), g) in refs.iter().zip(&got) {
                 let cos: f32 = want.iter().zip(&g.vector).map(|(a, b)| a * b).sum();
                 assert!(cos >= 0.999, "batch {batch}: cosine {cos} for {text:?}");
@@ -247,11 +315,14 @@ mod tests {
     fn paraphrases_are_closer_than_unrelated_text() {
         let e = embedder(8);
         let v = e
-            .embed(&[
-                "How much annual leave do employees get?",
-                "Staff are entitled to 22 days of paid time off.",
-                "Give antibiotics within one hour for sepsis.",
-            ])
+            .embed(
+                &[
+                    "How much annual leave do employees get?",
+                    "Staff are entitled to 22 days of paid time off.",
+                    "Give antibiotics within one hour for sepsis.",
+                ],
+                TextKind::Passage,
+            )
             .unwrap();
         let cos = |a: &Embedding, b: &Embedding| {
             a.vector
@@ -263,13 +334,128 @@ mod tests {
         assert!(cos(&v[0], &v[1]) > cos(&v[0], &v[2]) + 0.1);
     }
 
+    fn e5() -> Option<OnnxEmbedder> {
+        let m = models();
+        let dir = m.join("multilingual-e5-small");
+        if !dir.join("model.onnx").exists() {
+            eprintln!(
+                "NOTICE: {} is missing (scripts/setup-models makes it); the e5 tests are skipped",
+                dir.display()
+            );
+            return None;
+        }
+        Some(
+            OnnxEmbedder::load(
+                &m.join("onnxruntime/libonnxruntime.so.1.32.0"),
+                EmbeddingModel::MultilingualE5Small,
+                &dir.join("model.onnx"),
+                &dir.join("tokenizer.json"),
+                2,
+                4,
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    fn dot(a: &Embedding, b: &Embedding) -> f32 {
+        a.vector.iter().zip(&b.vector).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn e5_reads_questions_and_passages_with_their_prefixes() {
+        let Some(e) = e5() else { return };
+        assert_eq!(e.model_id(), "multilingual-e5-small");
+        let text = "Perawat mendapat cuti tahunan 22 hari.";
+        let q = e.embed(&[text], TextKind::Query).unwrap();
+        let p = e.embed(&[text], TextKind::Passage).unwrap();
+        // The prefix is part of the input: the same text as a query and as
+        // a passage is two inputs (and two token counts: "query: " vs "passage: ").
+        assert!(dot(&q[0], &p[0]) < 0.999, "{}", dot(&q[0], &p[0]));
+        assert_ne!(q[0].tokens, 0);
+        // Batched with padding, the same vectors.
+        let batch = e
+            .embed(
+                &[text, "Bank Indonesia menaikkan suku bunga acuan."],
+                TextKind::Passage,
+            )
+            .unwrap();
+        assert!(dot(&batch[0], &p[0]) > 0.9999);
+    }
+
+    #[test]
+    fn e5_finds_the_passage_across_languages() {
+        let Some(e) = e5() else { return };
+        let passages = e
+            .embed(
+                &[
+                    "Nurses are entitled to 22 days of paid annual leave.",
+                    "护士每年享有二十二天带薪年假。",
+                    "Sepsis patients receive antibiotics within one hour.",
+                    "Bank Indonesia raised its benchmark interest rate by 25 basis points.",
+                ],
+                TextKind::Passage,
+            )
+            .unwrap();
+        let questions = e
+            .embed(
+                &[
+                    "Berapa hari cuti tahunan untuk perawat?",
+                    "Berapa kenaikan suku bunga acuan Bank Indonesia?",
+                ],
+                TextKind::Query,
+            )
+            .unwrap();
+        let best = |q: &Embedding| {
+            (0..passages.len())
+                .max_by(|&a, &b| dot(q, &passages[a]).total_cmp(&dot(q, &passages[b])))
+                .unwrap()
+        };
+        // An Indonesian question finds the English (or Chinese) passage on leave,
+        // and the English one on the interest rate.
+        assert!(matches!(best(&questions[0]), 0 | 1));
+        assert_eq!(best(&questions[1]), 3);
+    }
+
+    #[test]
+    fn the_e5_converter_agrees_with_a_reference_on_a_synthetic_file() {
+        let python = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+            .join(".cache/sovra/convert-venv/bin/python");
+        if !python.exists() {
+            eprintln!(
+                "NOTICE: {} is missing (scripts/setup-models makes it); the converter test is skipped",
+                python.display()
+            );
+            return;
+        }
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let scratch = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(&python)
+            .arg(format!("{root}/tests/convert/check_e5.py"))
+            .arg(scratch.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     fn missing_files_are_clear_errors() {
         let m = models();
-        let err = OnnxEmbedder::load(&m.join("nope.so"), &m.join("x"), &m.join("y"), 1, 1)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = OnnxEmbedder::load(
+            &m.join("nope.so"),
+            EmbeddingModel::MiniLm,
+            &m.join("x"),
+            &m.join("y"),
+            1,
+            1,
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
         assert!(err.contains("scripts/setup-models"), "{err}");
     }
 }

@@ -9,7 +9,7 @@ pub mod generate;
 mod queue;
 mod runtime;
 
-pub use embed::{Embedder, Embedding, OnnxEmbedder};
+pub use embed::{Embedder, Embedding, EmbeddingModel, OnnxEmbedder, TextKind};
 pub use generate::{
     ChatMessage, FinishReason, Generation, Generator, GeneratorOptions, OnnxGenerator,
     SamplingParams,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sovra_auth::{AccessScope, Principal};
 use sovra_catalog::Catalog;
 use sovra_index::{LexicalIndex, SearchRequest};
-use sovra_inference::Embedder;
+use sovra_inference::{Embedder, TextKind};
 use sovra_vectors::{VectorQuery, VectorStore};
 use tracing::Instrument;
 
@@ -182,13 +182,14 @@ impl Retriever {
     ) -> Result<Vec<sovra_vectors::VectorHit>, RetrievalError> {
         let embedder = self.embedder.clone();
         let text = query.to_owned();
-        let vector = tokio::task::spawn_blocking(move || embedder.embed(&[text.as_str()]))
-            .instrument(tracing::info_span!("embed_query"))
-            .await
-            .map_err(RetrievalError::Task)??
-            .pop()
-            .map(|e| e.vector)
-            .ok_or(RetrievalError::NoQueryVector)?;
+        let vector =
+            tokio::task::spawn_blocking(move || embedder.embed(&[text.as_str()], TextKind::Query))
+                .instrument(tracing::info_span!("embed_query"))
+                .await
+                .map_err(RetrievalError::Task)??
+                .pop()
+                .map(|e| e.vector)
+                .ok_or(RetrievalError::NoQueryVector)?;
         let mut q = VectorQuery::new(scope.clone(), vector, self.candidates);
         q.metadata = metadata.clone();
         Ok(self

@@ -127,7 +127,7 @@ pub async fn embeddings(
     );
     let out = web::block(move || {
         let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        embedder.embed(&refs)
+        embedder.embed(&refs, sovra_inference::TextKind::Passage)
     })
     .await??;
     let tokens: usize = out.iter().map(|e| e.tokens).sum();
