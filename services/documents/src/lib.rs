@@ -485,7 +485,7 @@ impl DocumentService {
                 report.repaired.push(format!("{tenant}/{id}"));
                 // A new embedding model starts from an empty vector store:
                 // every document is embedded again, with progress in the log.
-                if report.repaired.len() % 100 == 0 {
+                if report.repaired.len().is_multiple_of(100) {
                     tracing::info!(
                         repaired = report.repaired.len(),
                         documents = catalog.len(),
