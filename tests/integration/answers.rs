@@ -684,7 +684,10 @@ async fn the_real_model_on_the_whole_demo_corpus() {
         b["answer"], "I could not find this in the documents available to you.",
         "{b}"
     );
-    assert!(!b.to_string().contains("treasury"), "{b}");
+    // Nothing of the treasury folder reaches her (the staff leave policy she
+    // may read mentions "treasury staff"; that is not a leak).
+    assert!(!b.to_string().contains("treasury-"), "{b}");
+    assert!(!b.to_string().contains("POL-TR-"), "{b}");
 
     let c = ask(nurse.clone(), "How many days of annual leave do I get?").await;
     assert!(c["answer"].as_str().unwrap().contains("22"), "{c}");

@@ -168,13 +168,13 @@ async fn embeddings_endpoint_is_openai_compatible() {
             .json(&body)
             .send()
     };
-    let r = post(json!({"input": ["annual leave", "time off"], "model": "all-minilm-l6-v2"}))
+    let r = post(json!({"input": ["annual leave", "time off"], "model": "multilingual-e5-small"}))
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let body = json(r).await;
     assert_eq!(body["object"], "list");
-    assert_eq!(body["model"], "all-minilm-l6-v2");
+    assert_eq!(body["model"], "multilingual-e5-small");
     assert_eq!(body["data"].as_array().unwrap().len(), 2);
     let v: Vec<f64> = body["data"][1]["embedding"]
         .as_array()
@@ -285,7 +285,15 @@ async fn a_new_embedding_model_fills_its_own_vector_store_from_the_catalog() {
         );
         return;
     }
-    let (mut s, _) = Server::start(Db::Sqlite).await;
+    let minilm = (
+        "SOVRA__EMBEDDINGS__MODEL".to_owned(),
+        "all-minilm-l6-v2".to_owned(),
+    );
+    let (mut s, _) = Server::start_opts(Options {
+        env: vec![minilm.clone()],
+        ..Options::new(Db::Sqlite)
+    })
+    .await;
     ingest(&s, "staff/annual-leave-policy.md", "leave", "staff").await;
     ingest(&s, "nursing/sepsis-protocol.pdf", "sepsis", "nursing").await;
     let reader = hs256(&claims("p", "bank", &["reader"], &["staff", "nursing"]));
@@ -295,10 +303,10 @@ async fn a_new_embedding_model_fills_its_own_vector_store_from_the_catalog() {
         .to_owned();
     // An Indonesian question: only a multilingual embedder reads it.
     let question = "Berapa hari cuti tahunan yang didapat karyawan?";
-    s.env.push((
+    s.env = vec![(
         "SOVRA__EMBEDDINGS__MODEL".into(),
         "multilingual-e5-small".into(),
-    ));
+    )];
     s.restart().await;
     assert!(
         data.join("vectors-multilingual-e5-small").is_dir(),
@@ -320,7 +328,7 @@ async fn a_new_embedding_model_fills_its_own_vector_store_from_the_catalog() {
         .unwrap();
     assert_eq!(json(r).await["model"], "multilingual-e5-small");
     // Back to all-MiniLM: its own store, untouched, still answers.
-    s.env.clear();
+    s.env = vec![minilm];
     s.restart().await;
     let got = search(&s, &reader, "vacation allowance annual leave", "dense").await;
     assert_eq!(docs(&got).first(), Some(&"leave"), "{got:?}");

@@ -51,7 +51,7 @@ def main() -> None:
     )
     assert plain.model_extra["sovra"]["sources"] == []
 
-    e = client.embeddings.create(model="all-minilm-l6-v2", input=["annual leave"])
+    e = client.embeddings.create(model="multilingual-e5-small", input=["annual leave"])
     assert len(e.data[0].embedding) == 384
 
     try:

@@ -88,8 +88,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
             generation,
             sovra_answer::Gate {
                 min_question_coverage: settings.answer.min_question_coverage,
-                min_dense_score: settings.answer.min_dense_score,
-                dense_languages: settings.answer.dense_gate_languages.clone(),
+                min_dense_score: settings.min_dense_score(),
+                dense_languages: settings.dense_gate_languages(),
             },
             settings.generator.context_tokens,
             settings.answer.max_source_tokens,

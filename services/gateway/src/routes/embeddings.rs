@@ -64,7 +64,7 @@ pub struct EmbeddingUsage {
     path = "/v1/embeddings",
     tag = "openai",
     operation_id = "openai.embeddings",
-    summary = "OpenAI-compatible embeddings from the in-process model (all-minilm-l6-v2, 384 dimensions)",
+    summary = "OpenAI-compatible embeddings from the in-process model (embeddings.model: multilingual-e5-small or all-minilm-l6-v2, 384 dimensions)",
     description = r#"Role reader. Mean pooling over the attention mask, L2-normalised. `model` and `dimensions`, when given, must match the served model."#,
     request_body = EmbeddingsBody,
     responses(
