@@ -238,7 +238,17 @@ async fn start_up_reconciles_the_catalog_with_both_indexes() {
         .parent()
         .unwrap()
         .to_owned();
-    std::fs::remove_dir_all(data.join("vectors")).unwrap();
+    // (the default embedder's store: `vectors-<model>`, or `vectors` for MiniLM)
+    let mut removed = 0;
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "vectors" || name.starts_with("vectors-") {
+            std::fs::remove_dir_all(&path).unwrap();
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 1, "one vector store in {}", data.display());
     std::fs::remove_dir_all(data.join("index")).unwrap();
     s.restart().await;
     for mode in ["lexical", "dense"] {
