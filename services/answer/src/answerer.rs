@@ -103,11 +103,6 @@ impl Prepared {
         self.retrieval.as_ref()
     }
 
-    /// The sources in the prompt, in rank order.
-    pub fn sources(&self) -> &[Source] {
-        self.prompt.as_ref().map_or(&[], |p| p.sources.as_slice())
-    }
-
     /// The prompt the model will read (`None`: no source was relevant).
     pub fn prompt(&self) -> Option<&Prompt> {
         self.prompt.as_ref()
@@ -126,10 +121,13 @@ impl Prepared {
     /// Admits the generation (or refuses at once when the queue is full,
     /// [`AnswerError::Busy`]) and returns the answer's events.
     pub fn start(self) -> Result<AnswerStream, AnswerError> {
-        let sources: Arc<[Source]> = self.sources().to_vec().into();
+        let (text, sources): (Option<String>, Arc<[Source]>) = match self.prompt {
+            Some(p) => (Some(p.text), p.sources.into()),
+            None => (None, Arc::from([])),
+        };
         let mut pending = VecDeque::new();
         pending.push_back(AnswerEvent::Sources(Arc::clone(&sources)));
-        let Some(prompt) = self.prompt else {
+        let Some(text) = text else {
             let refusal = self.language.refusal().to_owned();
             pending.push_back(AnswerEvent::Text(refusal.clone()));
             pending.push_back(AnswerEvent::Done(Finished {
@@ -147,7 +145,7 @@ impl Prepared {
         };
         let handle = self
             .generation
-            .submit(prompt.text, self.sampling)
+            .submit(text, self.sampling)
             .map_err(|full| AnswerError::Busy {
                 waiting: full.waiting,
             })?;
@@ -231,6 +229,11 @@ pub struct AnswerStream {
 }
 
 impl AnswerStream {
+    /// The sources the answer is generated from (as its `Sources` event).
+    pub fn sources(&self) -> &Arc<[Source]> {
+        &self.sources
+    }
+
     /// The next event; `None` after `Done` or `Failed`.
     pub async fn next(&mut self) -> Option<AnswerEvent> {
         if let Some(event) = self.pending.pop_front() {

@@ -251,6 +251,16 @@ impl EmbeddingModelName {
             Self::MultilingualE5Small => "multilingual-e5-small",
         }
     }
+
+    /// The name of this model's vector store (directory or collection)
+    /// given the base name: all-MiniLM, the first, keeps the base name;
+    /// any other model's name follows it.
+    pub fn store_name(self, base: &str) -> String {
+        match self {
+            Self::MiniLm => base.to_owned(),
+            other => format!("{base}-{}", other.dir()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1138,23 +1148,16 @@ impl Settings {
     /// reconciliation fills from the catalog, and switching back finds the
     /// old vectors intact.
     pub fn vectors_dir(&self) -> PathBuf {
-        match self.embeddings.model {
-            EmbeddingModelName::MiniLm => self.storage.data_dir.join("vectors"),
-            other => self
-                .storage
-                .data_dir
-                .join(format!("vectors-{}", other.dir())),
-        }
+        self.storage
+            .data_dir
+            .join(self.embeddings.model.store_name("vectors"))
     }
 
     /// The Qdrant collection of `embeddings.model`'s vectors
     /// (`vectors.collection`, with the model's name after it unless it is
     /// all-MiniLM-L6-v2).
     pub fn vectors_collection(&self) -> String {
-        match self.embeddings.model {
-            EmbeddingModelName::MiniLm => self.vectors.collection.clone(),
-            other => format!("{}-{}", self.vectors.collection, other.dir()),
-        }
+        self.embeddings.model.store_name(&self.vectors.collection)
     }
 
     /// Where the lexical index lives.
@@ -1401,6 +1404,19 @@ mod tests {
     fn missing_file_is_an_error() {
         let err = Settings::load(Some(Path::new("/nonexistent/sovra.toml")));
         assert!(matches!(err, Err(ConfigError::MissingFile(_))));
+    }
+
+    #[test]
+    fn each_embedding_model_has_its_own_vector_store() {
+        let mut s = Settings::default();
+        assert_eq!(
+            s.vectors_dir(),
+            Path::new("./data/vectors-multilingual-e5-small")
+        );
+        assert_eq!(s.vectors_collection(), "sovra_chunks-multilingual-e5-small");
+        s.embeddings.model = EmbeddingModelName::MiniLm;
+        assert_eq!(s.vectors_dir(), Path::new("./data/vectors"));
+        assert_eq!(s.vectors_collection(), "sovra_chunks");
     }
 
     #[test]

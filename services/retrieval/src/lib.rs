@@ -114,11 +114,15 @@ impl Retrieved {
 
 /// Distinct document ids of ranked results, in rank order.
 pub fn document_ids(results: &[Retrieved]) -> Vec<String> {
+    distinct(results.iter().map(|r| r.document_id.as_str()))
+}
+
+/// Ids in first-seen order, each once.
+pub fn distinct<'a>(ids: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
-    results
-        .iter()
-        .filter(|r| seen.insert(r.document_id.as_str()))
-        .map(|r| r.document_id.clone())
+    ids.into_iter()
+        .filter(|id| seen.insert(*id))
+        .map(str::to_owned)
         .collect()
 }
 
@@ -303,10 +307,16 @@ impl Retriever {
 
 #[cfg(test)]
 mod tests {
-    use super::rrf;
+    use super::{distinct, rrf};
 
     fn ids(fused: &[(String, f32)]) -> Vec<&str> {
         fused.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    #[test]
+    fn distinct_keeps_the_first_place_of_each_id() {
+        assert_eq!(distinct(["b", "a", "b", "c", "a"]), ["b", "a", "c"]);
+        assert!(distinct([]).is_empty());
     }
 
     #[test]

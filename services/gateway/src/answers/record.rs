@@ -9,21 +9,11 @@ use sovra_answer::{Citation, Prepared};
 use sovra_audit::AuditEvent;
 use sovra_auth::Principal;
 use sovra_inference::{FinishReason, Generation};
+use sovra_retrieval::distinct;
 
 use crate::extract::AuditCtx;
 use crate::problem::{ErrorCode, Problem};
 use crate::state::AppState;
-
-/// Document ids in first-seen order, each once.
-fn distinct<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for id in ids {
-        if !out.iter().any(|d| d == id) {
-            out.push(id.to_owned());
-        }
-    }
-    out
-}
 
 /// Notes what was retrieved, which chunks became sources and the prompt's
 /// size.

@@ -351,14 +351,15 @@ pub async fn completions(
         Ask::Conversation(msgs)
     };
     let prepared = state.answerer.prepare(&auth.principal, ask, params).await?;
+    let retrieval = prepared.retrieval().cloned();
+    let answer = crate::answers::start(&state, &auth.principal, prepared, &auth.audit).await?;
     let reply = Reply {
         id: format!("chatcmpl-{}", uuid::Uuid::now_v7().simple()),
         created: now(),
         model,
-        sources: prepared.sources().to_vec(),
-        retrieval: prepared.retrieval().cloned(),
+        sources: answer.sources().clone(),
+        retrieval,
     };
-    let answer = crate::answers::start(&state, &auth.principal, prepared, &auth.audit).await?;
     if b.stream {
         let recorder = OutcomeRecorder::new(
             &auth.principal,
@@ -385,7 +386,7 @@ struct Reply {
     id: String,
     created: u64,
     model: String,
-    sources: Vec<Source>,
+    sources: Arc<[Source]>,
     /// `None` without retrieval.
     retrieval: Option<Arc<RetrievalReport>>,
 }

@@ -78,7 +78,7 @@ impl Outcome {
 pub struct QueryResponse {
     pub answer: String,
     pub citations: Vec<Citation>,
-    pub sources: Vec<Source>,
+    pub sources: Arc<[Source]>,
     pub retrieval: Arc<RetrievalReport>,
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -143,8 +143,8 @@ pub async fn query(
             "a question was prepared without retrieval",
         ));
     };
-    let sources = prepared.sources().to_vec();
     let answer = crate::answers::start(&state, &auth.principal, prepared, &auth.audit).await?;
+    let sources = answer.sources().clone();
     if b.stream {
         let recorder =
             OutcomeRecorder::new(&auth.principal, &auth.audit, "/v1/query", "query.completed");
