@@ -590,3 +590,185 @@ async fn ingest_cli_goes_on_past_bad_files_and_reports_them() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 files: 0 written, 1 unchanged"));
 }
+
+async fn post_ndjson(s: &Server, token: &str, lines: &[Value]) -> reqwest::Response {
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    s.client
+        .post(s.url("/v1/documents"))
+        .bearer_auth(token)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn bulk_writes_report_each_document_and_a_bad_one_fails_alone() {
+    for db in BACKENDS {
+        let (s, pg) = Server::start(db).await;
+        let ing = ingester(&["g1"]);
+        let rd = reader(&["g1"]);
+        // NDJSON: two good, an unreadable PDF, a line missing its title, one more good.
+        let r = post_ndjson(
+            &s,
+            &ing,
+            &[
+                json!({"id": "b1", "title": "Alpha", "text": "Alpha kestrel policy.", "acl": {"groups": ["g1"]}}),
+                json!({"id": "b2", "title": "Bravo", "text": "Bravo kestrel procedure.", "acl": {"groups": ["g1"]}, "source": "bravo.txt"}),
+                json!({"id": "b3", "title": "Broken", "content": b64(&bad("truncated.pdf")), "content_type": "application/pdf", "acl": {"groups": ["g1"]}}),
+                json!({"id": "b4", "text": "No title here.", "acl": {"groups": ["g1"]}}),
+                json!({"id": "b5", "title": "Charlie", "text": "Charlie kestrel rule.", "acl": {"groups": ["g1"]}}),
+            ],
+        )
+        .await;
+        assert_eq!(r.status(), 207, "{db:?}");
+        let body = json(r).await;
+        assert_eq!(
+            (&body["written"], &body["unchanged"], &body["failed"]),
+            (&json!(3), &json!(0), &json!(2)),
+            "{db:?}: {body}"
+        );
+        let results = body["results"].as_array().unwrap();
+        let statuses: Vec<u64> = results
+            .iter()
+            .map(|r| r["status"].as_u64().unwrap())
+            .collect();
+        assert_eq!(statuses, vec![201, 201, 422, 400, 201], "{db:?}: {body}");
+        let indexes: Vec<u64> = results
+            .iter()
+            .map(|r| r["index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(indexes, vec![0, 1, 2, 3, 4]);
+        assert_eq!(results[2]["id"], "b3");
+        assert_eq!(results[2]["problem"]["code"], "unprocessable_document");
+        assert_eq!(results[3]["problem"]["field"], "title", "{body}");
+        assert_eq!(results[1]["document"]["chunks"], 1);
+        let mut found = search(&s, &rd, "kestrel").await;
+        found.sort();
+        assert_eq!(found, vec!["b1", "b2", "b5"], "{db:?}");
+        let listed = json(s.get("/v1/documents", Some(&rd)).await).await;
+        assert_eq!(listed["documents"].as_array().unwrap().len(), 3);
+        let b2 = json(s.get("/v1/documents/b2", Some(&rd)).await).await;
+        assert_eq!(b2["source"], "bravo.txt");
+
+        // A JSON array: a replacement, an unchanged one, one the writer may
+        // not replace (404 in its place), an id given twice (the second is
+        // refused), and a new one; the rest are written.
+        let other = hs256(&claims("olga", "bank", &["ingester"], &["g9"]));
+        let r = s
+            .client
+            .post(s.url("/v1/documents"))
+            .bearer_auth(&ing)
+            .json(&json!([
+                {"id": "b1", "title": "Alpha", "text": "Alpha kestrel policy, revised: falcon.", "acl": {"groups": ["g1"]}},
+                {"id": "b2", "title": "Bravo", "text": "Bravo kestrel procedure.", "acl": {"groups": ["g1"]}, "source": "bravo.txt"},
+                {"id": "b6", "title": "Delta", "text": "Delta falcon note.", "acl": {"groups": ["g1"]}},
+                {"id": "b6", "title": "Delta again", "text": "Delta twice.", "acl": {"groups": ["g1"]}},
+            ]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 207);
+        let body = json(r).await;
+        let statuses: Vec<u64> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["status"].as_u64().unwrap())
+            .collect();
+        assert_eq!(statuses, vec![200, 200, 201, 400], "{db:?}: {body}");
+        assert_eq!(body["results"][0]["document"]["version"], 2);
+        assert_eq!(body["results"][1]["document"]["unchanged"], true);
+        assert_eq!(body["results"][3]["problem"]["field"], "id");
+        let mut found = search(&s, &rd, "falcon").await;
+        found.sort();
+        assert_eq!(found, vec!["b1", "b6"], "{db:?}");
+        let r = s
+            .client
+            .post(s.url("/v1/documents"))
+            .bearer_auth(&other)
+            .json(&json!([
+                {"id": "b5", "title": "Charlie", "text": "Taken over.", "acl": {"groups": ["g9"]}},
+                {"id": "b7", "title": "Echo", "text": "Echo osprey.", "acl": {"groups": ["g9"]}},
+            ]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 207);
+        let body = json(r).await;
+        assert_eq!(body["results"][0]["status"], 404, "{body}");
+        assert_eq!(body["results"][1]["status"], 201, "{body}");
+        assert_eq!(search(&s, &rd, "charlie").await, vec!["b5"], "b5 unchanged");
+
+        // Whole-request errors: empty, not JSON, too many documents.
+        let r = post_ndjson(&s, &ing, &[]).await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(json(r).await["field"], "body");
+        let r = s
+            .client
+            .post(s.url("/v1/documents"))
+            .bearer_auth(&ing)
+            .header("content-type", "application/json")
+            .body("[{\"id\": ")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let many: Vec<Value> = (0..1001)
+            .map(|i| json!({"id": format!("m{i}"), "title": "M", "text": "m", "acl": {"groups": ["g1"]}}))
+            .collect();
+        let r = post_ndjson(&s, &ing, &many).await;
+        assert_eq!(r.status(), 413);
+        assert_eq!(json(r).await["field"], "body");
+        let listed = json(s.get("/v1/documents?limit=1000", Some(&rd)).await).await;
+        assert_eq!(listed["documents"].as_array().unwrap().len(), 4, "{db:?}");
+
+        // One audit record per bulk request, naming every document.
+        let records = s.audit_records();
+        let bulk = records
+            .iter()
+            .find(|r| {
+                r["action"] == "document.write"
+                    && r["document_ids"] == json!(["b1", "b2", "b3", "b5"])
+            })
+            .unwrap_or_else(|| panic!("no audit record of the first bulk write"));
+        assert_eq!(bulk["details"]["failed"], 2, "{bulk}");
+        s.verify_ok();
+        drop(s);
+        if let Some(pg) = pg {
+            pg.drop_db().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn concurrent_single_writes_are_committed_together_and_all_land() {
+    let (s, _) = Server::start(Db::Sqlite).await;
+    let ing = ingester(&["g1"]);
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let (client, url, ing) = (s.client.clone(), s.url("/v1/documents"), ing.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(ing)
+                .json(&json!({"id": format!("c{i}"), "title": format!("C{i}"), "text": format!("Concurrent heron number {i}."), "acl": {"groups": ["g1"]}}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 201);
+    }
+    let found = search(&s, &reader(&["g1"]), "heron").await;
+    assert_eq!(found.len(), 12);
+    s.verify_ok();
+}

@@ -142,6 +142,39 @@ pub struct Staged {
     pub change_seq: Option<i64>,
 }
 
+/// Several documents' writes in one transaction (see [`Catalog::begin_batch`]).
+pub struct Batch {
+    tx: Transaction<'static, Any>,
+    staged: usize,
+}
+
+impl Batch {
+    /// How many documents are staged.
+    pub fn len(&self) -> usize {
+        self.staged
+    }
+    pub fn is_empty(&self) -> bool {
+        self.staged == 0
+    }
+    pub async fn commit(self) -> Result<(), CatalogError> {
+        Ok(self.tx.commit().await?)
+    }
+    pub async fn rollback(self) -> Result<(), CatalogError> {
+        Ok(self.tx.rollback().await?)
+    }
+}
+
+/// One document staged in a [`Batch`].
+#[derive(Debug, Clone)]
+pub struct StagedDocument {
+    /// The document and chunks before this write, or `None` for a new one.
+    pub previous: Option<(Document, Vec<ChunkRow>)>,
+    /// As stored: its version is the previous one plus one.
+    pub document: Document,
+    /// The change-sequence number this write appended.
+    pub change_seq: i64,
+}
+
 impl Staged {
     pub async fn commit(self) -> Result<(), CatalogError> {
         Ok(self.tx.commit().await?)
@@ -254,11 +287,83 @@ impl Catalog {
     pub async fn stage_upsert(
         &self,
         staged: &mut Staged,
-        mut doc: Document,
+        doc: Document,
         chunks: &[ChunkRow],
     ) -> Result<Document, CatalogError> {
-        let tx = &mut staged.tx;
-        if let Some((prev, _)) = &staged.previous {
+        let previous = staged.previous.as_ref().map(|(d, _)| d);
+        let (doc, seq) =
+            Self::upsert_in(&mut staged.tx, self.postgres, previous, doc, chunks).await?;
+        staged.change_seq = Some(seq);
+        staged.document = Some(doc.clone());
+        Ok(doc)
+    }
+
+    /// Starts a transaction for several documents' writes, each staged in
+    /// its own savepoint by [`Catalog::stage_in_batch`]: one document that
+    /// fails is rolled back alone, and the rest commit together.
+    pub async fn begin_batch(&self) -> Result<Batch, CatalogError> {
+        Ok(Batch {
+            tx: self.begin().await?,
+            staged: 0,
+        })
+    }
+
+    /// Stages `doc` and its chunks in `batch` under a savepoint, if
+    /// `allowed` admits the stored version (read under a write lock; `None`
+    /// for a new document). `Ok(None)`: refused, nothing staged. A database
+    /// error rolls this document back alone and the batch stays usable.
+    pub async fn stage_in_batch(
+        &self,
+        batch: &mut Batch,
+        doc: Document,
+        chunks: &[ChunkRow],
+        allowed: impl FnOnce(Option<&Document>) -> bool,
+    ) -> Result<Option<StagedDocument>, CatalogError> {
+        sqlx::query("SAVEPOINT sovra_document")
+            .execute(&mut *batch.tx)
+            .await?;
+        let staged = async {
+            let previous = Self::get_in(&mut batch.tx, &doc.tenant, &doc.id, self.postgres).await?;
+            if !allowed(previous.as_ref().map(|(d, _)| d)) {
+                return Ok(None);
+            }
+            let (document, change_seq) = Self::upsert_in(
+                &mut batch.tx,
+                self.postgres,
+                previous.as_ref().map(|(d, _)| d),
+                doc,
+                chunks,
+            )
+            .await?;
+            Ok(Some(StagedDocument {
+                previous,
+                document,
+                change_seq,
+            }))
+        }
+        .await;
+        let end = match &staged {
+            Ok(Some(_)) => "RELEASE SAVEPOINT sovra_document",
+            Ok(None) | Err(_) => "ROLLBACK TO SAVEPOINT sovra_document",
+        };
+        sqlx::query(end).execute(&mut *batch.tx).await?;
+        if let Ok(Some(_)) = &staged {
+            batch.staged += 1;
+        }
+        staged
+    }
+
+    /// Writes `doc` (versioned after `previous`) with its ACL, metadata and
+    /// chunks, and appends the change; returns the stored document and the
+    /// change's sequence number.
+    async fn upsert_in(
+        tx: &mut Transaction<'static, Any>,
+        postgres: bool,
+        previous: Option<&Document>,
+        mut doc: Document,
+        chunks: &[ChunkRow],
+    ) -> Result<(Document, i64), CatalogError> {
+        if let Some(prev) = previous {
             doc.version = prev.version + 1;
             doc.created_us = prev.created_us;
             doc.created_by = prev.created_by.clone();
@@ -347,11 +452,9 @@ impl Catalog {
             }
             q.execute(&mut **tx).await?;
         }
-        staged.change_seq = Some(
-            Self::append_change(tx, self.postgres, &doc.tenant, &doc.id, Some(doc.version)).await?,
-        );
-        staged.document = Some(doc.clone());
-        Ok(doc)
+        let seq =
+            Self::append_change(tx, postgres, &doc.tenant, &doc.id, Some(doc.version)).await?;
+        Ok((doc, seq))
     }
 
     /// Appends one row to the change sequence inside the write's

@@ -210,8 +210,10 @@ impl Default for AnswerSettings {
 pub struct EmbeddingSettings {
     /// The embedding model: its folder under the models directory.
     pub model: EmbeddingModelName,
-    /// ONNX Runtime intra-op threads for the embedder.
+    /// ONNX Runtime intra-op threads for embedding passages (ingestion).
     pub threads: usize,
+    /// Intra-op threads of the separate session that embeds search queries.
+    pub query_threads: usize,
     /// Texts per model call.
     pub batch_size: usize,
 }
@@ -221,6 +223,7 @@ impl Default for EmbeddingSettings {
         Self {
             model: EmbeddingModelName::MultilingualE5Small,
             threads: 2,
+            query_threads: 2,
             batch_size: 32,
         }
     }
@@ -315,6 +318,10 @@ pub struct ModelSettings {
 pub struct IngestSettings {
     /// Largest accepted upload, in bytes (413 past it).
     pub max_document_bytes: usize,
+    /// Most documents in one bulk write (a JSON array or NDJSON).
+    pub max_bulk_documents: usize,
+    /// Largest bulk-write body, in bytes (413 past it).
+    pub max_bulk_bytes: usize,
     /// Most bytes a DOCX, or a PDF's compressed streams, may decompress to.
     pub max_unpacked_bytes: u64,
     /// Most characters of text extracted from one document.
@@ -338,6 +345,8 @@ impl Default for IngestSettings {
     fn default() -> Self {
         Self {
             max_document_bytes: 20 * 1024 * 1024,
+            max_bulk_documents: 1000,
+            max_bulk_bytes: 64 * 1024 * 1024,
             max_unpacked_bytes: 64 * 1024 * 1024,
             max_text_chars: 8 * 1024 * 1024,
             parser: ParserMode::Worker,
@@ -363,8 +372,12 @@ pub enum ParserMode {
 pub struct SearchSettings {
     pub default_top_k: usize,
     pub max_top_k: usize,
-    /// Reciprocal Rank Fusion constant: score = sum of 1 / (k + rank).
+    /// Reciprocal Rank Fusion constant: score = sum of weight / (k + rank).
     pub rrf_k: f32,
+    /// Weight of the lexical (BM25) leg in the fusion.
+    pub lexical_weight: f32,
+    /// Weight of the dense (vector) leg in the fusion.
+    pub dense_weight: f32,
     /// Candidates each retriever contributes before fusion.
     pub candidates: usize,
 }
@@ -375,6 +388,8 @@ impl Default for SearchSettings {
             default_top_k: 10,
             max_top_k: 100,
             rrf_k: 60.0,
+            lexical_weight: 1.0,
+            dense_weight: 1.0,
             candidates: 100,
         }
     }
@@ -949,6 +964,23 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "search.rrf_k",
                 message: "must be positive".into(),
+            });
+        }
+        for (key, w) in [
+            ("search.lexical_weight", self.search.lexical_weight),
+            ("search.dense_weight", self.search.dense_weight),
+        ] {
+            if !w.is_finite() || w < 0.0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be a number of at least 0".into(),
+                });
+            }
+        }
+        if self.search.lexical_weight + self.search.dense_weight <= 0.0 {
+            return Err(ConfigError::Invalid {
+                key: "search.dense_weight",
+                message: "search.lexical_weight and search.dense_weight cannot both be 0".into(),
             });
         }
         if self.audit.batch_max == 0 {

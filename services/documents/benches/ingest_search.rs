@@ -2,9 +2,13 @@
 //! and permission-filtered search latency (lexical and hybrid) with memory.
 //!
 //! `bench/ingest-search` runs this (release build). It prints, in one run:
-//! * documents/s, MB/s and chunks/s through the whole write path (parse,
-//!   chunk, embed, SQLite catalog transaction, qdrant-edge upsert, Tantivy
-//!   commit per document so each is searchable on return);
+//! * chunks/s of the embedder alone on the chunks of the bench's documents,
+//!   and documents/s and chunks/s through the whole write path (parse,
+//!   chunk, embed, SQLite catalog transaction, qdrant-edge write, Tantivy
+//!   commit; searchable on return) one document per call and in bulk, each
+//!   as a ratio to the embedder alone;
+//! * the latency (p50/p99) of writing a one-chunk document, with one writer
+//!   and with eight concurrent writers (committed together);
 //! * embedding chunks/s of Sovra's embedder and of Python onnxruntime on the
 //!   same model, batch size and thread count, and the ratio;
 //! * lexical and hybrid search p50/p99 at 10,000 and 100,000 chunks with the
@@ -196,24 +200,73 @@ async fn latency(
     (percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
+fn new_document(id: String, body: &str, acl: Acl) -> NewDocument {
+    NewDocument {
+        title: format!("Policy {id}"),
+        id,
+        tenant: "bank".into(),
+        source: "bench".into(),
+        format: Format::Markdown,
+        bytes: body.as_bytes().to_vec(),
+        acl,
+        metadata: BTreeMap::new(),
+        created_by: "bench".into(),
+    }
+}
+
+/// A fresh write path (SQLite catalog, Tantivy, qdrant-edge) under `dir`.
+async fn write_path(
+    dir: &std::path::Path,
+    embedder: Arc<OnnxEmbedder>,
+    chunker: Arc<Chunker>,
+) -> (Arc<DocumentService>, Catalog) {
+    std::fs::create_dir_all(dir).unwrap();
+    let url = format!("sqlite://{}/bench.db?mode=rwc", dir.display());
+    let database = sovra_storage::Database::connect(&url, 4, Duration::from_secs(5))
+        .await
+        .unwrap();
+    database.migrate().await.unwrap();
+    let catalog = Catalog::new(&database);
+    let index = Arc::new(LexicalIndex::open(&dir.join("tantivy")).unwrap());
+    let vectors = Arc::new(EdgeStore::open(&dir.join("vectors"), 384).unwrap());
+    let service = Arc::new(DocumentService::new(
+        catalog.clone(),
+        index,
+        vectors,
+        embedder,
+        chunker,
+        Limits::default(),
+    ));
+    (service, catalog)
+}
+
 #[tokio::main]
 async fn main() {
     let docs: usize = std::env::var("BENCH_DOCS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
+    let model = match std::env::var("BENCH_EMBEDDER").as_deref() {
+        Ok("all-minilm-l6-v2") => EmbeddingModel::MiniLm,
+        _ => EmbeddingModel::MultilingualE5Small,
+    };
+    let query_threads: usize = std::env::var("BENCH_QUERY_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     let models = models_dir();
-    let tokenizer = models.join("all-minilm-l6-v2/tokenizer.json");
+    let tokenizer = models.join(model.id()).join("tokenizer.json");
     let chunker = Arc::new(
         Chunker::from_file(&tokenizer, ChunkerConfig::default()).expect("run scripts/setup-models"),
     );
     let embedder = Arc::new(
         OnnxEmbedder::load(
             &models.join("onnxruntime/libonnxruntime.so.1.32.0"),
-            EmbeddingModel::MiniLm,
-            &models.join("all-minilm-l6-v2/model.onnx"),
+            model,
+            &models.join(model.id()).join("model.onnx"),
             &tokenizer,
             THREADS,
+            query_threads,
             BATCH,
         )
         .expect("run scripts/setup-models"),
@@ -221,35 +274,21 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     println!(
-        "Sovra ingestion, embedding and search benchmark ({} cores)",
+        "Sovra ingestion, embedding and search benchmark ({} cores, embedder {}, batch {BATCH}, {THREADS} intra-op threads)",
         std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(1)
+            .unwrap_or(1),
+        model.id()
     );
 
-    // ---- Ingestion through the whole write path ----
-    let url = format!("sqlite://{}/bench.db?mode=rwc", dir.path().display());
-    let database = sovra_storage::Database::connect(&url, 4, Duration::from_secs(5))
-        .await
-        .unwrap();
-    database.migrate().await.unwrap();
-    let catalog = Catalog::new(&database);
-    let index = Arc::new(LexicalIndex::open(&dir.path().join("tantivy")).unwrap());
-    let vectors = Arc::new(EdgeStore::open(&dir.path().join("vectors"), 384).unwrap());
-    let service = DocumentService::new(
-        catalog.clone(),
-        index.clone(),
-        vectors.clone(),
-        embedder.clone(),
-        chunker,
-        Limits::default(),
-    );
+    // ---- Ingestion through the whole write path, against the embedder alone ----
     let bodies: Vec<String> = (0..docs)
         .map(|_| {
             let paragraphs = 3 + (rng.next() % 6) as usize;
             document(&mut rng, paragraphs)
         })
         .collect();
+    let acls: Vec<Acl> = (0..docs).map(|_| acl(&mut rng)).collect();
     let bytes: usize = bodies.iter().map(String::len).sum();
     let writer = Principal {
         subject: "bench".into(),
@@ -257,40 +296,172 @@ async fn main() {
         roles: [sovra_auth::Role::Ingester].into_iter().collect(),
         groups: Vec::new(),
     };
+    // The embedder alone, on exactly the chunks the write path makes.
+    let texts: Vec<String> = bodies
+        .iter()
+        .enumerate()
+        .flat_map(|(i, b)| {
+            let blocks =
+                sovra_ingest::parse(b.as_bytes(), Format::Markdown, Limits::default()).unwrap();
+            chunker
+                .chunk(&format!("doc-{i}"), &blocks)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.text)
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    embedder
+        .embed(&refs[..BATCH.min(refs.len())], TextKind::Passage)
+        .unwrap();
     let started = Instant::now();
-    let mut chunks = 0i64;
-    for (i, body) in bodies.iter().enumerate() {
-        let out = service
-            .ingest(
-                &writer,
-                NewDocument {
-                    id: format!("doc-{i}"),
-                    tenant: "bank".into(),
-                    title: format!("Policy {i}"),
-                    source: "bench".into(),
-                    format: Format::Markdown,
-                    bytes: body.clone().into_bytes(),
-                    acl: acl(&mut rng),
-                    metadata: BTreeMap::new(),
-                    created_by: "bench".into(),
-                },
-            )
-            .await
-            .unwrap();
-        chunks += out.document.chunk_count;
+    embedder.embed(&refs, TextKind::Passage).unwrap();
+    let embed_only = texts.len() as f64 / started.elapsed().as_secs_f64();
+
+    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    // One document per call, one after another (each commits alone).
+    {
+        let (service, _) = write_path(
+            &dir.path().join("one-by-one"),
+            embedder.clone(),
+            chunker.clone(),
+        )
+        .await;
+        let started = Instant::now();
+        let mut chunks = 0i64;
+        for (i, body) in bodies.iter().enumerate() {
+            let out = service
+                .ingest(
+                    &writer,
+                    new_document(format!("doc-{i}"), body, acls[i].clone()),
+                )
+                .await
+                .unwrap();
+            chunks += out.document.chunk_count;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        rows.push((
+            "one at a time".into(),
+            docs as f64 / secs,
+            chunks as f64 / secs,
+        ));
     }
-    let secs = started.elapsed().as_secs_f64();
+    // Bulk writes of 64 documents (what `sovra ingest` sends).
+    for per_call in [16usize, 64] {
+        let (service, _) = write_path(
+            &dir.path().join(format!("bulk-{per_call}")),
+            embedder.clone(),
+            chunker.clone(),
+        )
+        .await;
+        let started = Instant::now();
+        let mut chunks = 0i64;
+        let all: Vec<NewDocument> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| new_document(format!("doc-{i}"), b, acls[i].clone()))
+            .collect();
+        for batch in all.chunks(per_call) {
+            for out in service.ingest_many(&writer, batch.to_vec()).await {
+                chunks += out.unwrap().document.chunk_count;
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        rows.push((
+            format!("bulk, {per_call} per call"),
+            docs as f64 / secs,
+            chunks as f64 / secs,
+        ));
+    }
     println!();
     println!(
-        "ingestion, {docs} documents ({:.1} MB, {chunks} chunks): parse + chunk + embed + SQLite catalog + qdrant-edge + Tantivy commit per document",
-        bytes as f64 / 1e6
+        "ingestion, {docs} documents ({:.1} MB, {} chunks): parse + chunk + embed + SQLite catalog + qdrant-edge + Tantivy commit, searchable on return",
+        bytes as f64 / 1e6,
+        texts.len()
     );
     println!(
-        "  {:.1} documents/s   {:.3} MB/s   {:.0} chunks/s",
-        docs as f64 / secs,
-        bytes as f64 / 1e6 / secs,
-        chunks as f64 / secs
+        "  {:<22} {:>12} {:>10} {:>22}",
+        "write", "documents/s", "chunks/s", "vs embedder alone"
     );
+    println!(
+        "  {:<22} {:>12} {:>10.0} {:>21.2}x",
+        "embedder alone", "", embed_only, 1.0
+    );
+    for (label, d, c) in &rows {
+        println!(
+            "  {:<22} {:>12.1} {:>10.0} {:>21.2}x",
+            label,
+            d,
+            c,
+            c / embed_only
+        );
+    }
+
+    // One-chunk documents: the latency of a single write, alone and with
+    // concurrent writers (whose writes are committed together).
+    let short: Vec<String> = (0..200).map(|_| paragraph(&mut rng, 50)).collect();
+    println!();
+    println!("one-chunk documents (~50 words), latency of a single write, searchable on return:");
+    println!(
+        "  {:<22} {:>12} {:>9} {:>9}",
+        "writers", "documents/s", "p50 ms", "p99 ms"
+    );
+    for writers in [1usize, 8] {
+        let (service, _) = write_path(
+            &dir.path().join(format!("short-{writers}")),
+            embedder.clone(),
+            chunker.clone(),
+        )
+        .await;
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..writers {
+            let service = service.clone();
+            let writer = writer.clone();
+            let mine: Vec<(usize, String)> = short
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % writers == w)
+                .map(|(i, t)| (i, t.clone()))
+                .collect();
+            tasks.spawn(async move {
+                let mut times = Vec::new();
+                for (i, text) in mine {
+                    let t = Instant::now();
+                    let out = service
+                        .ingest(
+                            &writer,
+                            new_document(
+                                format!("short-{i}"),
+                                &text,
+                                Acl {
+                                    groups: vec!["g1".into()],
+                                    users: vec![],
+                                },
+                            ),
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(out.document.chunk_count, 1);
+                    times.push(t.elapsed());
+                }
+                times
+            });
+        }
+        let mut times: Vec<Duration> = Vec::new();
+        while let Some(t) = tasks.join_next().await {
+            times.extend(t.unwrap());
+        }
+        let secs = started.elapsed().as_secs_f64();
+        times.sort();
+        println!(
+            "  {:<22} {:>12.1} {:>9.1} {:>9.1}",
+            writers,
+            short.len() as f64 / secs,
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
 
     // ---- Embedding throughput: Sovra vs Python onnxruntime ----
     let texts: Vec<String> = (0..512).map(|_| paragraph(&mut rng, 60)).collect();
@@ -310,6 +481,7 @@ async fn main() {
                 &BATCH.to_string(),
                 &THREADS.to_string(),
                 &texts.len().to_string(),
+                model.id(),
             ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -330,7 +502,7 @@ async fn main() {
     });
     println!();
     println!(
-        "embedding, {} chunks of ~60 words, batch {BATCH}, {THREADS} intra-op threads, same int8 model:",
+        "embedding, {} chunks of ~60 words, batch {BATCH}, {THREADS} intra-op threads, same model file:",
         texts.len()
     );
     match python {
@@ -342,7 +514,12 @@ async fn main() {
             "  Sovra (Rust, ort) {rust:.1} chunks/s   (set BENCH_PYTHON to a Python with onnxruntime and tokenizers for the reference)"
         ),
     }
-    drop(service);
+    let (_, catalog) = write_path(
+        &dir.path().join("search-catalog"),
+        embedder.clone(),
+        chunker.clone(),
+    )
+    .await;
 
     // ---- Search at 10k and 100k chunks, ACL filter on ----
     let search_index = Arc::new(LexicalIndex::open(&dir.path().join("search")).unwrap());
@@ -353,7 +530,11 @@ async fn main() {
         search_vectors.clone(),
         embedder.clone(),
         catalog,
-        60.0,
+        sovra_retrieval::Fusion {
+            k: 60.0,
+            lexical_weight: 1.0,
+            dense_weight: 1.0,
+        },
         100,
     );
     let narrow = principal(vec!["g3".into(), "g7".into()]);
@@ -364,6 +545,26 @@ async fn main() {
     );
     println!(
         "hybrid = query embedding + BM25 (100 candidates) and qdrant-edge (100 candidates) concurrently, RRF:"
+    );
+    // The query embedding alone: a share of every dense and hybrid search.
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let q = format!(
+            "{} {} {}",
+            rng.pick(WORDS),
+            rng.pick(WORDS),
+            rng.pick(WORDS)
+        );
+        let started = Instant::now();
+        embedder.embed(&[q.as_str()], TextKind::Query).unwrap();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!(
+        "query embedding alone ({}, {query_threads} thread(s)): p50 {:.2} ms, p99 {:.2} ms",
+        model.id(),
+        percentile(&times, 0.5),
+        percentile(&times, 0.99)
     );
     println!(
         "  {:>7}  {:>6}  {:>22}  {:>22}  {:>8}  {:>7}",
@@ -409,7 +610,11 @@ async fn main() {
             indexed = end;
         }
         search_vectors.optimize().await.unwrap();
-        for (label, mode) in [("bm25", None), ("hybrid", Some(Mode::Hybrid))] {
+        for (label, mode) in [
+            ("bm25", None),
+            ("dense", Some(Mode::Dense)),
+            ("hybrid", Some(Mode::Hybrid)),
+        ] {
             let (n50, n99) = latency(&retriever, &search_index, &narrow, mode, &mut rng, 200).await;
             let (b50, b99) = latency(&retriever, &search_index, &broad, mode, &mut rng, 200).await;
             println!(

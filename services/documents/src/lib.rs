@@ -9,11 +9,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use sovra_auth::{Acl, Principal};
-use sovra_catalog::{Catalog, CatalogError, ChunkRow, Document};
+use sovra_catalog::{Catalog, CatalogError, ChunkRow, Document, StagedDocument};
 use sovra_index::{ChunkEntry, IndexError, LexicalIndex};
-use sovra_inference::{Embedder, InferenceError, TextKind};
+use sovra_inference::{Embedder, Embedding, InferenceError, TextKind};
 use sovra_vectors::{VectorError, VectorPoint, VectorStore};
 use tokio::sync::Mutex;
 use tracing::Instrument;
@@ -43,6 +44,13 @@ pub enum ServiceError {
     Task(#[source] tokio::task::JoinError),
     #[error("the document could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The batch this document was committed with failed as a whole
+    /// (indexes or catalog commit): nothing of it was written.
+    #[error("the write failed; nothing was written: {0}")]
+    BatchFailed(String),
+    /// The write was cut short before its outcome was known.
+    #[error("the write was interrupted")]
+    Interrupted,
 }
 
 /// A document to write.
@@ -75,8 +83,11 @@ pub struct DocumentService {
     chunker: Arc<Chunker>,
     limits: Limits,
     parsing: Parsing,
-    /// One writer at a time: the index has a single writer anyway.
-    write: Mutex<()>,
+    /// One writer at a time: the index has a single writer anyway. Held by
+    /// a batch write's own task (see [`DocumentService::ingest_many`]).
+    write: Arc<Mutex<()>>,
+    /// Documents ready to commit, taken by the next batch write.
+    pending: std::sync::Mutex<Vec<Pending>>,
     /// Change-sequence numbers this replica wrote and applied itself: its
     /// follower skips them.
     own_changes: std::sync::Mutex<std::collections::HashSet<i64>>,
@@ -99,6 +110,67 @@ fn content_hash(d: &NewDocument) -> Result<String, ServiceError> {
         h.update(part);
     }
     Ok(hex::encode(h.finalize()))
+}
+
+/// The vector-store points of `doc`'s chunks, one embedding each taken
+/// from `vectors` (fewer if it runs out).
+fn to_points(
+    doc: &Document,
+    chunks: &[ChunkRow],
+    vectors: &mut impl Iterator<Item = Embedding>,
+) -> Vec<VectorPoint> {
+    chunks
+        .iter()
+        .zip(vectors)
+        .map(|(c, e)| VectorPoint {
+            version: doc.version,
+            chunk_id: c.chunk_id.clone(),
+            document_id: doc.id.clone(),
+            tenant: doc.tenant.clone(),
+            acl: doc.acl.clone(),
+            metadata: doc.metadata.clone(),
+            vector: e.vector,
+        })
+        .collect()
+}
+
+/// Per (tenant, id): a document's stored version and chunks, or `None`.
+type Versions = BTreeMap<(String, String), Option<(Document, Vec<ChunkRow>)>>;
+
+/// How many documents of one bulk write are parsed at a time.
+const PREPARE_CONCURRENCY: usize = 4;
+
+/// A document checked and parsed: what is left is embedding and writing.
+enum Step {
+    Parsed(Parsed),
+    /// The same content is stored under the same id already.
+    Unchanged(Outcome),
+}
+
+struct Parsed {
+    /// As it will be stored (version 0 until the catalog gives one).
+    doc: Document,
+    rows: Vec<ChunkRow>,
+}
+
+/// Parsed and embedded: ready to stage.
+struct Ready {
+    parsed: Parsed,
+    points: Vec<VectorPoint>,
+}
+
+/// One caller's documents waiting for the next batch write.
+struct Pending {
+    writer: Principal,
+    ready: Vec<Ready>,
+    reply: tokio::sync::oneshot::Sender<Vec<Result<Outcome, ServiceError>>>,
+}
+
+/// A document staged in the batch's transaction, with what the indexes need.
+struct Written {
+    staged: StagedDocument,
+    rows: Vec<ChunkRow>,
+    points: Vec<VectorPoint>,
 }
 
 fn entries(doc: &Document, chunks: &[ChunkRow]) -> Vec<ChunkEntry> {
@@ -135,7 +207,8 @@ impl DocumentService {
             chunker,
             limits,
             parsing: Parsing::InProcess,
-            write: Mutex::new(()),
+            write: Arc::new(Mutex::new(())),
+            pending: std::sync::Mutex::new(Vec::new()),
             own_changes: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
@@ -246,23 +319,12 @@ impl DocumentService {
         let embedder = self.embedder.clone();
         let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
         let vectors = Self::blocking(move || {
+            let _span = tracing::info_span!("embed", chunks = texts.len()).entered();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             Ok(embedder.embed(&refs, TextKind::Passage)?)
         })
         .await?;
-        Ok(chunks
-            .iter()
-            .zip(vectors)
-            .map(|(c, e)| VectorPoint {
-                version: doc.version,
-                chunk_id: c.chunk_id.clone(),
-                document_id: doc.id.clone(),
-                tenant: doc.tenant.clone(),
-                acl: doc.acl.clone(),
-                metadata: doc.metadata.clone(),
-                vector: e.vector,
-            })
-            .collect())
+        Ok(to_points(doc, chunks, &mut vectors.into_iter()))
     }
 
     /// Makes both indexes hold exactly this version of `tenant`'s document
@@ -299,31 +361,93 @@ impl DocumentService {
     /// Writes (or replaces) a document everywhere, or nowhere. Replacing
     /// needs [`Principal::may_change`] on the stored version; without it the
     /// answer is [`ServiceError::NotFound`], before anything about the
-    /// stored content (such as "unchanged") can leak.
+    /// stored content (such as "unchanged") can leak. Concurrent writes are
+    /// committed together (see [`DocumentService::ingest_many`]).
     pub async fn ingest(
-        &self,
+        self: &Arc<Self>,
         writer: &Principal,
         req: NewDocument,
     ) -> Result<Outcome, ServiceError> {
+        self.ingest_many(writer, vec![req])
+            .await
+            .pop()
+            .unwrap_or(Err(ServiceError::Interrupted))
+    }
+
+    /// Writes many documents, each as one unit: every document is checked,
+    /// parsed and chunked on its own (a few at a time), the chunks of all of
+    /// them are embedded together, and they are committed with whatever
+    /// other writes are waiting: one catalog transaction (a savepoint per
+    /// document), one Tantivy commit and one vector-store write. A document
+    /// that fails is reported in its place and the rest are written. The
+    /// results are in the order of `reqs`.
+    pub async fn ingest_many(
+        self: &Arc<Self>,
+        writer: &Principal,
+        reqs: Vec<NewDocument>,
+    ) -> Vec<Result<Outcome, ServiceError>> {
+        let steps: Vec<Result<Step, ServiceError>> =
+            futures_util::stream::iter(reqs.into_iter().map(|r| self.prepare(writer, r)))
+                .buffered(PREPARE_CONCURRENCY)
+                .collect()
+                .await;
+        let mut results: Vec<Option<Result<Outcome, ServiceError>>> = Vec::new();
+        let mut parsed: Vec<(usize, Parsed)> = Vec::new();
+        for step in steps {
+            match step {
+                Ok(Step::Parsed(p)) => {
+                    parsed.push((results.len(), p));
+                    results.push(None);
+                }
+                Ok(Step::Unchanged(o)) => results.push(Some(Ok(o))),
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let (slots, parsed): (Vec<usize>, Vec<Parsed>) = parsed.into_iter().unzip();
+        let embedded = self.embed_all(parsed).await;
+        let mut ready = Vec::new();
+        let mut ready_slots = Vec::new();
+        for (slot, r) in slots.into_iter().zip(embedded) {
+            match r {
+                Ok(r) => {
+                    ready.push(r);
+                    ready_slots.push(slot);
+                }
+                Err(e) => results[slot] = Some(Err(e)),
+            }
+        }
+        if !ready.is_empty() {
+            let written = self.commit_grouped(writer.clone(), ready).await;
+            for (slot, r) in ready_slots.into_iter().zip(written) {
+                results[slot] = Some(r);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ServiceError::Interrupted)))
+            .collect()
+    }
+
+    /// Checks the writer's right over the stored version, then parses and
+    /// chunks: nothing is written here.
+    async fn prepare(&self, writer: &Principal, req: NewDocument) -> Result<Step, ServiceError> {
         let hash = content_hash(&req)?;
-        let _guard = self.write.lock().await;
         if let Some(existing) = self.catalog.lookup(&req.tenant, &req.id).await? {
             if !writer.may_change(&existing.tenant, &existing.acl, &existing.created_by) {
                 return Err(ServiceError::NotFound(req.id));
             }
             if existing.content_hash == hash {
-                return Ok(Outcome {
+                return Ok(Step::Unchanged(Outcome {
                     document: existing,
                     created: false,
                     unchanged: true,
-                });
+                }));
             }
         }
-        // Parse and chunk before anything is written.
         let blocks = self
             .parsing
             .parse(req.bytes.clone(), req.format, self.limits)
-            .instrument(tracing::info_span!("parse"))
+            .instrument(tracing::info_span!("parse", document = %req.id))
             .await?;
         let (chunker, id) = (self.chunker.clone(), req.id.clone());
         let chunks = Self::blocking(move || {
@@ -342,57 +466,282 @@ impl DocumentService {
             .collect();
         let now = chrono_now_us();
         let doc = Document {
-            id: req.id.clone(),
-            tenant: req.tenant.clone(),
-            title: req.title.clone(),
-            source: req.source.clone(),
+            id: req.id,
+            tenant: req.tenant,
+            title: req.title,
+            source: req.source,
             content_type: req.format.content_type().to_owned(),
             content_hash: hash,
             version: 0,
-            acl: req.acl.clone(),
-            metadata: req.metadata.clone(),
-            created_by: req.created_by.clone(),
+            acl: req.acl,
+            metadata: req.metadata,
+            created_by: req.created_by,
             created_us: now,
             updated_us: now,
             chunk_count: i64::try_from(rows.len()).unwrap_or(i64::MAX),
             bytes: i64::try_from(req.bytes.len()).unwrap_or(i64::MAX),
         };
-        // Embedding is the slow part: do it before taking the catalog lock.
-        let mut points = self.points(&doc, &rows).await?;
-        let mut staged = self.catalog.begin_write(&req.tenant, &req.id).await?;
-        match staged.previous.as_ref() {
-            Some((p, _)) if !writer.may_change(&p.tenant, &p.acl, &p.created_by) => {
-                let _ = staged.rollback().await;
-                return Err(ServiceError::NotFound(req.id));
-            }
-            _ => {}
-        }
-        let doc = match self.catalog.stage_upsert(&mut staged, doc, &rows).await {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = staged.rollback().await;
-                return Err(e.into());
-            }
-        };
-        // The version is the catalog's to give: the points were embedded
-        // before it was known.
-        for p in &mut points {
-            p.version = doc.version;
-        }
-        let created = staged.previous.is_none();
-        self.apply_and_commit(
-            staged,
-            &doc.tenant,
-            &doc.id,
-            Some((&doc, &rows)),
-            Some(points),
-        )
-        .await?;
-        Ok(Outcome {
-            document: doc,
-            created,
-            unchanged: false,
+        Ok(Step::Parsed(Parsed { doc, rows }))
+    }
+
+    /// Embeds the chunks of all `parsed` documents in one call (the
+    /// embedder batches them); if that fails, each document alone, so that
+    /// a failure is reported against the document that caused it.
+    async fn embed_all(&self, parsed: Vec<Parsed>) -> Vec<Result<Ready, ServiceError>> {
+        let texts: Vec<String> = parsed
+            .iter()
+            .flat_map(|p| p.rows.iter().map(|c| c.text.clone()))
+            .collect();
+        let embedder = self.embedder.clone();
+        let all = Self::blocking(move || {
+            let _span = tracing::info_span!("embed", chunks = texts.len()).entered();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            Ok(embedder.embed(&refs, TextKind::Passage)?)
         })
+        .await;
+        match all {
+            Ok(vectors) => {
+                let mut vectors = vectors.into_iter();
+                parsed
+                    .into_iter()
+                    .map(|p| {
+                        let points = to_points(&p.doc, &p.rows, vectors.by_ref());
+                        if points.len() == p.rows.len() {
+                            Ok(Ready { parsed: p, points })
+                        } else {
+                            Err(ServiceError::Interrupted)
+                        }
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, documents = parsed.len(), "embedding a batch failed; embedding its documents one by one");
+                let mut out = Vec::with_capacity(parsed.len());
+                for p in parsed {
+                    out.push(
+                        self.points(&p.doc, &p.rows)
+                            .await
+                            .map(|points| Ready { parsed: p, points }),
+                    );
+                }
+                out
+            }
+        }
+    }
+
+    /// Hands `ready` documents to whichever write is next: the caller that
+    /// takes the write lock commits everything waiting at that moment, its
+    /// own documents and other callers', in one batch (group commit), and
+    /// then what was queued meanwhile. It writes in a task of its own,
+    /// holding the lock, so a caller that goes away mid-write neither cuts
+    /// it short nor lets another overlap it.
+    async fn commit_grouped(
+        self: &Arc<Self>,
+        writer: Principal,
+        ready: Vec<Ready>,
+    ) -> Vec<Result<Outcome, ServiceError>> {
+        let n = ready.len();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.push(Pending {
+                writer,
+                ready,
+                reply,
+            });
+        } else {
+            return (0..n).map(|_| Err(ServiceError::Interrupted)).collect();
+        }
+        let guard = self.write.clone().lock_owned().await;
+        let service = self.clone();
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            // Whatever is queued, ours included unless an earlier batch took
+            // it along; then whatever was queued meanwhile, so that nothing
+            // waits for a next writer (its own may have gone away).
+            loop {
+                let batch = service
+                    .pending
+                    .lock()
+                    .map(|mut p| std::mem::take(&mut *p))
+                    .unwrap_or_default();
+                if batch.is_empty() {
+                    break;
+                }
+                service.write_batch(batch).await;
+            }
+        });
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a batch write failed");
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| (0..n).map(|_| Err(ServiceError::Interrupted)).collect())
+    }
+
+    /// Stages every waiting document in one catalog transaction (a
+    /// savepoint each), applies the staged ones to both indexes at once,
+    /// commits, and answers each caller. A document refused or failed in
+    /// staging is reported alone; a failure of the indexes or the commit
+    /// fails the whole batch, puts the indexes back and commits nothing.
+    async fn write_batch(&self, batch: Vec<Pending>) {
+        let documents: usize = batch.iter().map(|p| p.ready.len()).sum();
+        let span = tracing::info_span!("write_batch", documents, callers = batch.len());
+        async {
+            let mut txn = match self.catalog.begin_batch().await {
+                Ok(t) => t,
+                Err(e) => {
+                    let why = e.to_string();
+                    for p in batch {
+                        let failed = p
+                            .ready
+                            .iter()
+                            .map(|_| Err(ServiceError::BatchFailed(why.clone())))
+                            .collect();
+                        let _ = p.reply.send(failed);
+                    }
+                    return;
+                }
+            };
+            // Per caller, per document: staged, or its error.
+            let mut staged: Vec<Vec<Result<Written, ServiceError>>> =
+                Vec::with_capacity(batch.len());
+            let mut replies = Vec::with_capacity(batch.len());
+            for p in batch {
+                let mut mine = Vec::with_capacity(p.ready.len());
+                for r in p.ready {
+                    let Ready { parsed, mut points } = r;
+                    let id = parsed.doc.id.clone();
+                    let writer = &p.writer;
+                    let result = self
+                        .catalog
+                        .stage_in_batch(&mut txn, parsed.doc, &parsed.rows, |prev| {
+                            prev.is_none_or(|d| writer.may_change(&d.tenant, &d.acl, &d.created_by))
+                        })
+                        .await;
+                    mine.push(match result {
+                        Ok(Some(s)) => {
+                            // The version is the catalog's to give: the
+                            // points were embedded before it was known.
+                            for pt in &mut points {
+                                pt.version = s.document.version;
+                            }
+                            Ok(Written {
+                                staged: s,
+                                rows: parsed.rows,
+                                points,
+                            })
+                        }
+                        Ok(None) => Err(ServiceError::NotFound(id)),
+                        Err(e) => Err(e.into()),
+                    });
+                }
+                staged.push(mine);
+                replies.push(p.reply);
+            }
+            let outcome = self.apply_batch(txn, &staged).await;
+            for (mine, reply) in staged.into_iter().zip(replies) {
+                let results = mine
+                    .into_iter()
+                    .map(|r| {
+                        let s = r?.staged;
+                        match &outcome {
+                            Ok(()) => Ok(Outcome {
+                                created: s.previous.is_none(),
+                                document: s.document,
+                                unchanged: false,
+                            }),
+                            Err(why) => Err(ServiceError::BatchFailed(why.clone())),
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(results);
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Both indexes take every staged document, then the catalog commits;
+    /// on a failure the indexes go back to the catalog's earlier versions
+    /// and nothing commits. The changes are marked as this replica's own
+    /// before the commit, so its follower never re-applies them.
+    async fn apply_batch(
+        &self,
+        txn: sovra_catalog::Batch,
+        staged: &[Vec<Result<Written, ServiceError>>],
+    ) -> Result<(), String> {
+        if txn.is_empty() {
+            let _ = txn.rollback().await;
+            return Ok(());
+        }
+        // The last version of each document in the batch wins (the same id
+        // may come twice); its state before the batch is what a failure
+        // restores.
+        let mut last: BTreeMap<(String, String), &Written> = BTreeMap::new();
+        let mut before = Versions::new();
+        let mut seqs = Vec::new();
+        for w in staged.iter().flatten().flatten() {
+            let s = &w.staged;
+            let key = (s.document.tenant.clone(), s.document.id.clone());
+            before
+                .entry(key.clone())
+                .or_insert_with(|| s.previous.clone());
+            last.insert(key, w);
+            seqs.push(s.change_seq);
+        }
+        let keys: Vec<(String, String)> = last.keys().cloned().collect();
+        let points: Vec<VectorPoint> = last.values().flat_map(|w| w.points.clone()).collect();
+        let entries: Vec<(String, String, Vec<ChunkEntry>)> = last
+            .values()
+            .map(|w| {
+                let d = &w.staged.document;
+                (d.tenant.clone(), d.id.clone(), entries(d, &w.rows))
+            })
+            .collect();
+        // The two indexes are independent: both writes (each ending in its
+        // own flush to disk) run at once.
+        let vectors = async {
+            self.vectors
+                .replace_documents(&keys, points)
+                .instrument(tracing::info_span!("vector_write"))
+                .await
+                .map_err(ServiceError::from)
+        };
+        let index = self.index.clone();
+        let lexical = Self::blocking(move || {
+            let _span = tracing::info_span!("index_write").entered();
+            let refs: Vec<(&str, &str, &[ChunkEntry])> = entries
+                .iter()
+                .map(|(t, i, e)| (t.as_str(), i.as_str(), e.as_slice()))
+                .collect();
+            Ok(index.replace_documents(&refs)?)
+        });
+        let applied = match tokio::join!(vectors, lexical) {
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
+        };
+        if let Err(e) = applied {
+            self.restore_all(before).await;
+            let _ = txn.rollback().await;
+            return Err(e.to_string());
+        }
+        for seq in &seqs {
+            self.note_own(Some(*seq));
+        }
+        if let Err(e) = txn.commit().await {
+            for seq in &seqs {
+                self.forget_own(Some(*seq));
+            }
+            self.restore_all(before).await;
+            return Err(e.to_string());
+        }
+        Ok(())
+    }
+
+    async fn restore_all(&self, before: Versions) {
+        for ((tenant, id), previous) in before {
+            self.restore(&tenant, &id, previous).await;
+        }
     }
 
     /// Removes a document from both indexes and the catalog, under the same

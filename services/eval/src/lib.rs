@@ -3,9 +3,11 @@
 //! into one shape; [`plan`] chooses the questions and the documents with
 //! their ACL groups (some questions are asked again without their own
 //! passages in reach); [`score`] judges each answer and sums a run up. The
-//! `sovra eval --answers` command drives a running gateway with them.
+//! `sovra eval --answers` command drives a running gateway with them;
+//! [`reference`] is the plain-BM25 index its retrieval figures are compared with.
 
 pub mod plan;
+pub mod reference;
 pub mod score;
 pub mod sets;
 

@@ -166,21 +166,24 @@ impl<T: DeserializeOwned> ValidJson<T> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         serde_path_to_error::deserialize(de)
             .map(ValidJson)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let message = e.into_inner().to_string();
-                let field = if path == "." {
-                    // serde names missing and unknown fields in the message.
-                    message.split('`').nth(1).map(str::to_owned)
-                } else {
-                    Some(path)
-                };
-                let problem = Problem::new(ErrorCode::InvalidJson, message);
-                match field {
-                    Some(f) => problem.field(f),
-                    None => problem,
-                }
-            })
+            .map_err(json_problem)
+    }
+}
+
+/// A JSON body that does not fit its type, as a problem naming the field.
+pub fn json_problem(e: serde_path_to_error::Error<serde_json::Error>) -> Problem {
+    let path = e.path().to_string();
+    let message = e.into_inner().to_string();
+    let field = if path == "." {
+        // serde names missing and unknown fields in the message.
+        message.split('`').nth(1).map(str::to_owned)
+    } else {
+        Some(path)
+    };
+    let problem = Problem::new(ErrorCode::InvalidJson, message);
+    match field {
+        Some(f) => problem.field(f),
+        None => problem,
     }
 }
 

@@ -187,6 +187,24 @@ impl Problem {
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, detail)
     }
+
+    /// The RFC 9457 document answered for this problem.
+    pub fn body(&self) -> ProblemBody<'_> {
+        let (code, status, title) = self.code.info();
+        ProblemBody {
+            kind: format!("urn:sovra:problem:{code}"),
+            title,
+            status: status.as_u16(),
+            detail: &self.detail,
+            code,
+            field: self.field.as_deref(),
+        }
+    }
+
+    /// The stable code (docs/errors.md).
+    pub fn code_str(&self) -> &'static str {
+        self.code.as_str()
+    }
 }
 
 impl std::fmt::Display for Problem {
@@ -201,21 +219,12 @@ impl ResponseError for Problem {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let (code, status, title) = self.code.info();
-        let body = ProblemBody {
-            kind: format!("urn:sovra:problem:{code}"),
-            title,
-            status: status.as_u16(),
-            detail: &self.detail,
-            code,
-            field: self.field.as_deref(),
-        };
-        let mut resp = HttpResponse::build(status);
+        let mut resp = HttpResponse::build(self.status_code());
         resp.content_type("application/problem+json");
         for (name, value) in &self.headers {
             resp.insert_header((name.clone(), value.clone()));
         }
-        resp.json(body)
+        resp.json(self.body())
     }
 }
 

@@ -253,6 +253,7 @@ pub async fn open_documents(
             &settings.embedding_model_file(),
             &tokenizer,
             settings.embeddings.threads,
+            settings.embeddings.query_threads,
             settings.embeddings.batch_size,
         )?);
     let dims = embedder.dimensions();
@@ -286,7 +287,11 @@ pub async fn open_documents(
         vectors.clone(),
         embedder.clone(),
         catalog.clone(),
-        settings.search.rrf_k,
+        sovra_retrieval::Fusion {
+            k: settings.search.rrf_k,
+            lexical_weight: settings.search.lexical_weight,
+            dense_weight: settings.search.dense_weight,
+        },
         settings.search.candidates,
     ));
     let documents = Arc::new(

@@ -82,7 +82,11 @@ pub trait Embedder: Send + Sync {
 }
 
 pub struct OnnxEmbedder {
-    session: Mutex<Session>,
+    /// For passages: batches of chunks, on `intra_threads`.
+    passages: Mutex<Session>,
+    /// For queries: one short text at a time, on its own threads, so that a
+    /// search never waits behind an ingestion batch.
+    queries: Mutex<Session>,
     tokenizer: Tokenizer,
     batch_size: usize,
     model: EmbeddingModel,
@@ -102,6 +106,7 @@ impl OnnxEmbedder {
         model: &Path,
         tokenizer: &Path,
         intra_threads: usize,
+        query_threads: usize,
         batch_size: usize,
     ) -> Result<Self, InferenceError> {
         let env = crate::init_runtime(runtime)?;
@@ -110,15 +115,24 @@ impl OnnxEmbedder {
                 return Err(InferenceError::ModelMissing(p.display().to_string()));
             }
         }
-        let session = Session::builder(env)
-            .map_err(rt)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(rt)?
-            .with_intra_threads(intra_threads.max(1))
-            .map_err(rt)?
-            .commit_from_file(model)
-            .map_err(rt)?;
-        let token_types = session
+        let session = |threads: usize| -> Result<Session, InferenceError> {
+            Session::builder(env)
+                .map_err(rt)?
+                .with_optimization_level(GraphOptimizationLevel::Level3)
+                .map_err(rt)?
+                .with_intra_threads(threads.max(1))
+                .map_err(rt)?
+                // Idle intra-op threads sleep instead of spinning: a search's
+                // query embedding runs beside its BM25 leg, and spinning
+                // threads would take the cores that leg needs.
+                .with_intra_op_spinning(false)
+                .map_err(rt)?
+                .commit_from_file(model)
+                .map_err(rt)
+        };
+        let session_passages = session(intra_threads)?;
+        let session_queries = session(query_threads)?;
+        let token_types = session_passages
             .inputs()
             .iter()
             .any(|i| i.name() == "token_type_ids");
@@ -135,7 +149,8 @@ impl OnnxEmbedder {
             }))
             .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
         Ok(Self {
-            session: Mutex::new(session),
+            passages: Mutex::new(session_passages),
+            queries: Mutex::new(session_queries),
             tokenizer,
             batch_size: batch_size.max(1),
             model: kind,
@@ -188,8 +203,11 @@ impl OnnxEmbedder {
                 Tensor::from_array((shape, types)).map_err(rt)?.into_dyn(),
             ));
         }
-        let mut session = self
-            .session
+        let session = match kind {
+            TextKind::Query => &self.queries,
+            TextKind::Passage => &self.passages,
+        };
+        let mut session = session
             .lock()
             .map_err(|_| InferenceError::Runtime("session lock poisoned".into()))?;
         let outputs = session.run(inputs).map_err(rt)?;
@@ -270,6 +288,7 @@ mod tests {
             &m.join("all-minilm-l6-v2/model.onnx"),
             &m.join("all-minilm-l6-v2/tokenizer.json"),
             2,
+            1,
             batch,
         )
         .unwrap_or_else(|e| panic!("{e}"))
@@ -351,6 +370,7 @@ mod tests {
                 &dir.join("model.onnx"),
                 &dir.join("tokenizer.json"),
                 2,
+                1,
                 4,
             )
             .unwrap_or_else(|e| panic!("{e}")),
@@ -470,6 +490,7 @@ mod tests {
             EmbeddingModel::MiniLm,
             &m.join("x"),
             &m.join("y"),
+            1,
             1,
             1,
         )

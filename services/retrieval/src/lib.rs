@@ -53,12 +53,19 @@ impl Mode {
 /// result is best first, ties broken by id so the order is deterministic.
 /// An id repeated within one list counts at its first rank only.
 pub fn rrf(lists: &[&[&str]], k: f32) -> Vec<(String, f32)> {
+    let weighted: Vec<(&[&str], f32)> = lists.iter().map(|l| (*l, 1.0)).collect();
+    weighted_rrf(&weighted, k)
+}
+
+/// [`rrf`] with a weight per list: an id scores the sum of
+/// `weight / (k + rank)` over the lists it appears in.
+pub fn weighted_rrf(lists: &[(&[&str], f32)], k: f32) -> Vec<(String, f32)> {
     let mut scores: HashMap<&str, f32> = HashMap::new();
-    for list in lists {
+    for (list, weight) in lists {
         let mut seen = std::collections::HashSet::new();
         for (i, id) in list.iter().enumerate() {
             if seen.insert(*id) {
-                *scores.entry(id).or_insert(0.0) += 1.0 / (k + (i + 1) as f32);
+                *scores.entry(id).or_insert(0.0) += weight / (k + (i + 1) as f32);
             }
         }
     }
@@ -68,6 +75,25 @@ pub fn rrf(lists: &[&[&str]], k: f32) -> Vec<(String, f32)> {
         .collect();
     out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     out
+}
+
+/// How hybrid search fuses its two legs: weighted Reciprocal Rank Fusion.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fusion {
+    /// The RRF constant: larger flattens the difference between top ranks.
+    pub k: f32,
+    pub lexical_weight: f32,
+    pub dense_weight: f32,
+}
+
+impl Fusion {
+    /// One fused order of chunk ids, best first.
+    pub fn fuse(&self, lexical: &[&str], dense: &[&str]) -> Vec<(String, f32)> {
+        weighted_rrf(
+            &[(lexical, self.lexical_weight), (dense, self.dense_weight)],
+            self.k,
+        )
+    }
 }
 
 /// One retrieved chunk with its fused score and both component ranks (1-based).
@@ -131,7 +157,7 @@ pub struct Retriever {
     vectors: Arc<dyn VectorStore>,
     embedder: Arc<dyn Embedder>,
     catalog: Catalog,
-    rrf_k: f32,
+    fusion: Fusion,
     candidates: usize,
 }
 
@@ -141,7 +167,7 @@ impl Retriever {
         vectors: Arc<dyn VectorStore>,
         embedder: Arc<dyn Embedder>,
         catalog: Catalog,
-        rrf_k: f32,
+        fusion: Fusion,
         candidates: usize,
     ) -> Self {
         Self {
@@ -149,7 +175,7 @@ impl Retriever {
             vectors,
             embedder,
             catalog,
-            rrf_k,
+            fusion,
             candidates,
         }
     }
@@ -229,7 +255,7 @@ impl Retriever {
         // Each leg's hits by chunk id, then one fused order over both.
         let lexical_order: Vec<&str> = lexical.iter().map(|h| h.chunk_id.as_str()).collect();
         let dense_order: Vec<&str> = dense.iter().map(|h| h.chunk_id.as_str()).collect();
-        let order = rrf(&[&lexical_order, &dense_order], self.rrf_k);
+        let order = self.fusion.fuse(&lexical_order, &dense_order);
         let lexical_hits: HashMap<&str, (usize, &sovra_index::Hit)> = lexical
             .iter()
             .enumerate()
@@ -307,7 +333,7 @@ impl Retriever {
 
 #[cfg(test)]
 mod tests {
-    use super::{distinct, rrf};
+    use super::{Fusion, distinct, rrf};
 
     fn ids(fused: &[(String, f32)]) -> Vec<&str> {
         fused.iter().map(|(id, _)| id.as_str()).collect()
@@ -347,6 +373,31 @@ mod tests {
         assert_eq!(ids(&rrf(&lists, 1.0))[0], "a");
         // With a large k, being found twice matters more than rank.
         assert_eq!(ids(&rrf(&lists, 1000.0))[0], "b");
+    }
+
+    #[test]
+    fn weights_tip_the_fusion_toward_one_leg() {
+        let (lexical, dense) = (["a", "b"], ["b", "a"]);
+        let even = Fusion {
+            k: 10.0,
+            lexical_weight: 1.0,
+            dense_weight: 1.0,
+        };
+        // Equal weights: a tie, broken by id.
+        assert_eq!(ids(&even.fuse(&lexical, &dense)), vec!["a", "b"]);
+        let dense_heavy = Fusion {
+            dense_weight: 1.5,
+            ..even
+        };
+        assert_eq!(ids(&dense_heavy.fuse(&lexical, &dense)), vec!["b", "a"]);
+        let fused = dense_heavy.fuse(&lexical, &dense);
+        assert!((fused[0].1 - (1.0 / 12.0 + 1.5 / 11.0)).abs() < 1e-6);
+        // A leg of weight 0 adds nothing but its ids.
+        let lexical_only = Fusion {
+            dense_weight: 0.0,
+            ..even
+        };
+        assert_eq!(ids(&lexical_only.fuse(&lexical, &dense)), vec!["a", "b"]);
     }
 
     #[test]

@@ -127,46 +127,61 @@ impl EdgeStore {
 #[async_trait]
 impl VectorStore for EdgeStore {
     async fn upsert(&self, points: Vec<VectorPoint>) -> Result<(), VectorError> {
-        if points.is_empty() {
-            return Ok(());
-        }
-        self.blocking(move |shard| {
-            let list = points
-                .iter()
-                .map(|p| {
-                    PointStruct::new(
-                        PointId::Uuid(point_uuid(&p.tenant, &p.chunk_id)),
-                        p.vector.clone(),
-                        payload(p),
-                    )
-                    .into()
-                })
-                .collect();
-            shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)),
-                ))
-                .map_err(err)?;
-            shard.flush();
-            Ok(())
-        })
-        .await
+        self.replace_documents(&[], points).await
     }
 
     async fn delete_document(&self, tenant: &str, document_id: &str) -> Result<(), VectorError> {
-        let f = filter(
-            vec![
-                keyword(fields::TENANT, tenant)?,
-                keyword("document_id", document_id)?,
-            ],
-            Vec::new(),
-        );
-        self.blocking(move |shard| {
-            shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::DeletePointsByFilter(f),
+        self.replace_documents(&[(tenant.to_owned(), document_id.to_owned())], Vec::new())
+            .await
+    }
+
+    async fn replace_documents(
+        &self,
+        documents: &[(String, String)],
+        points: Vec<VectorPoint>,
+    ) -> Result<(), VectorError> {
+        if documents.is_empty() && points.is_empty() {
+            return Ok(());
+        }
+        let deletes = documents
+            .iter()
+            .map(|(tenant, id)| {
+                Ok(filter(
+                    vec![
+                        keyword(fields::TENANT, tenant)?,
+                        keyword("document_id", id)?,
+                    ],
+                    Vec::new(),
                 ))
-                .map_err(err)?;
+            })
+            .collect::<Result<Vec<_>, VectorError>>()?;
+        self.blocking(move |shard| {
+            for f in deletes {
+                shard
+                    .update(UpdateOperation::PointOperation(
+                        PointOperations::DeletePointsByFilter(f),
+                    ))
+                    .map_err(err)?;
+            }
+            if !points.is_empty() {
+                let list = points
+                    .iter()
+                    .map(|p| {
+                        PointStruct::new(
+                            PointId::Uuid(point_uuid(&p.tenant, &p.chunk_id)),
+                            p.vector.clone(),
+                            payload(p),
+                        )
+                        .into()
+                    })
+                    .collect();
+                shard
+                    .update(UpdateOperation::PointOperation(
+                        PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)),
+                    ))
+                    .map_err(err)?;
+            }
+            // Once per batch: the write is durable when this returns.
             shard.flush();
             Ok(())
         })

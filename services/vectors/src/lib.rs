@@ -78,6 +78,19 @@ pub trait VectorStore: Send + Sync {
     /// Removes every point of a tenant's document (ids are unique within a
     /// tenant only).
     async fn delete_document(&self, tenant: &str, document_id: &str) -> Result<(), VectorError>;
+    /// Removes every point of each listed (tenant, document id), then adds
+    /// `points`: a batch of documents replaced in one write (a store that
+    /// persists per call makes it durable once).
+    async fn replace_documents(
+        &self,
+        documents: &[(String, String)],
+        points: Vec<VectorPoint>,
+    ) -> Result<(), VectorError> {
+        for (tenant, id) in documents {
+            self.delete_document(tenant, id).await?;
+        }
+        self.upsert(points).await
+    }
     /// Nearest chunks the principal may see, best first.
     async fn search(&self, query: &VectorQuery) -> Result<Vec<VectorHit>, VectorError>;
     /// Per (tenant, document id): how many points, and the catalog version

@@ -19,7 +19,8 @@ use sovra_eval::plan::{Options, Plan, plan};
 use sovra_eval::score::{Outcome, Summary, correct, quantile, summarize};
 use sovra_eval::sets::{Case, load};
 
-use super::{EvalArgs, api_token, api_url, search_documents};
+use super::eval::score;
+use super::{EvalArgs, api_token, api_url, search_chunks, search_documents};
 
 #[derive(clap::Args)]
 pub struct AnswerEvalArgs {
@@ -32,16 +33,23 @@ pub struct AnswerEvalArgs {
     /// Passages of questions not asked, ingested as distractors.
     #[arg(long, default_value_t = 300)]
     pub distractors: usize,
-    /// Concurrent document writes while ingesting.
-    #[arg(long, default_value_t = 4)]
+    /// Concurrent bulk writes (of 64 documents) while ingesting.
+    #[arg(long, default_value_t = 2)]
     pub writers: usize,
     /// Retrieval only: ask POST /v1/search in each mode instead of
-    /// /v1/query, and print hit rate and MRR of the questions' own passages
-    /// at --search-k (no model is run).
+    /// /v1/query, and print nDCG, recall and MRR of the questions' own
+    /// passages at --search-k, next to a plain-BM25 reference index of the
+    /// same documents (no model is run).
     #[arg(long)]
     pub search: bool,
     #[arg(long, default_value_t = 6)]
     pub search_k: usize,
+    /// With --search: also fuse the two legs' rankings (100 chunks each)
+    /// over a grid of RRF constants and dense-leg weights, as the gateway's
+    /// hybrid search would, and print nDCG for each (for choosing
+    /// search.rrf_k, search.lexical_weight and search.dense_weight).
+    #[arg(long, requires = "search")]
+    pub fusion_grid: bool,
     /// Write the figures as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -144,13 +152,19 @@ async fn ingest(
     let token = eval_token(settings, tenant, "ingester", Vec::new())?;
     let url = api_url(settings, &args.server, "/v1/documents");
     let started = Instant::now();
-    futures_util::stream::iter(p.documents.iter().map(|d| {
-        let body = json!({
-            "id": d.passage.id,
-            "title": d.passage.title,
-            "text": d.passage.text,
-            "acl": {"groups": d.groups},
-        });
+    // Bulk writes of 64 documents, a few requests at a time.
+    futures_util::stream::iter(p.documents.chunks(64).map(|batch| {
+        let body: Vec<Value> = batch
+            .iter()
+            .map(|d| {
+                json!({
+                    "id": d.passage.id,
+                    "title": d.passage.title,
+                    "text": d.passage.text,
+                    "acl": {"groups": d.groups},
+                })
+            })
+            .collect();
         let (http, url, token) = (http.clone(), url.clone(), token.clone());
         async move {
             let resp = http
@@ -160,9 +174,15 @@ async fn ingest(
                 .send()
                 .await?;
             let status = resp.status();
-            if !status.is_success() {
-                let text = resp.text().await.unwrap_or_default();
-                bail!("writing {} failed: HTTP {status}: {text}", body["id"]);
+            let answer: Value = resp.json().await.unwrap_or_default();
+            if status.as_u16() != 207 {
+                bail!("a bulk write failed: HTTP {status}: {}", answer["detail"]);
+            }
+            if let Some(bad) = answer["results"]
+                .as_array()
+                .and_then(|r| r.iter().find(|r| r["problem"].is_object()))
+            {
+                bail!("writing {} failed: {}", bad["id"], bad["problem"]["detail"]);
             }
             anyhow::Ok(())
         }
@@ -353,8 +373,10 @@ fn print_table(name: &str, language: &str, s: &Summary) {
     );
 }
 
-/// Hit rate and reciprocal rank of the questions' own passages in each
-/// retrieval mode.
+/// Hit rate, reciprocal rank and nDCG of the questions' own passages in
+/// each retrieval mode, next to the plain-BM25 reference
+/// (`sovra_eval::reference`) on the same documents, with the ratio of each
+/// mode's nDCG to the reference's.
 async fn search(
     settings: &Settings,
     args: &EvalArgs,
@@ -364,29 +386,116 @@ async fn search(
 ) -> anyhow::Result<ExitCode> {
     let url = api_url(settings, &args.server, "/v1/search");
     let k = args.answer.search_k;
+    let reference = sovra_eval::reference::PlainBm25::build(p.documents.iter().map(|d| {
+        (
+            d.passage.id.as_str(),
+            d.passage.title.as_str(),
+            d.passage.text.as_str(),
+        )
+    }))?;
     println!(
-        "{:<8} {:>9} {:>9} {:>7}",
+        "{:<8} {:>9} {:>8} {:>10} {:>7} {:>8}",
         "mode",
         "questions",
-        format!("hit@{k}"),
-        "MRR"
+        format!("nDCG@{k}"),
+        format!("recall@{k}"),
+        "MRR",
+        "vs bm25"
     );
-    for mode in ["lexical", "dense", "hybrid"] {
-        let (mut hits, mut rr) = (0usize, 0f64);
+    let mut reference_ndcg = None;
+    for mode in ["bm25-ref", "lexical", "dense", "hybrid"] {
+        let (mut ndcg, mut recall, mut rr) = (0.0, 0.0, 0.0);
         for case in &p.asked {
-            let ranked = search_documents(http, &url, token, &case.question, mode, k).await?;
-            if let Some(i) = ranked.iter().position(|d| case.positive.contains(d)) {
-                hits += 1;
-                rr += 1.0 / (i as f64 + 1.0);
-            }
+            // Chunks come several to a document: ask for more than k so
+            // that k distinct documents are scored, as the reference's are.
+            let ranked = if mode == "bm25-ref" {
+                reference.search(&case.question, k)?
+            } else {
+                search_documents(http, &url, token, &case.question, mode, (k * 3).min(100)).await?
+            };
+            let (n, r, x) = score(&ranked, &case.positive, k);
+            ndcg += n;
+            recall += r;
+            rr += x;
         }
         let n = p.asked.len().max(1) as f64;
+        let base = *reference_ndcg.get_or_insert(ndcg / n);
         println!(
-            "{mode:<8} {:>9} {:>9.3} {:>7.3}",
+            "{mode:<8} {:>9} {:>8.3} {:>10.3} {:>7.3} {:>7.3}x",
             p.asked.len(),
-            hits as f64 / n,
-            rr / n
+            ndcg / n,
+            recall / n,
+            rr / n,
+            if base > 0.0 { ndcg / n / base } else { 0.0 }
         );
     }
+    if args.answer.fusion_grid {
+        fusion_grid(http, &url, token, p, k).await?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// nDCG@k of hybrid search over a grid of fusion settings, from each
+/// question's two legs fetched once and fused here with the gateway's own
+/// [`sovra_retrieval::Fusion`].
+async fn fusion_grid(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    p: &Plan<'_>,
+    k: usize,
+) -> anyhow::Result<()> {
+    let mut legs = Vec::with_capacity(p.asked.len());
+    for case in &p.asked {
+        let lexical = search_chunks(http, url, token, &case.question, "lexical", 100).await?;
+        let dense = search_chunks(http, url, token, &case.question, "dense", 100).await?;
+        legs.push((case, lexical, dense));
+    }
+    const KS: [f32; 6] = [5.0, 10.0, 20.0, 40.0, 60.0, 100.0];
+    const DENSE_WEIGHTS: [f32; 7] = [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0];
+    println!();
+    println!("hybrid nDCG@{k} by RRF k (rows) and dense weight (columns; lexical weight 1):");
+    print!("{:>8}", "k");
+    for w in DENSE_WEIGHTS {
+        print!(" {w:>7.2}");
+    }
+    println!();
+    let mut best = (f64::MIN, 0.0, 0.0);
+    for rrf_k in KS {
+        print!("{rrf_k:>8.0}");
+        for w in DENSE_WEIGHTS {
+            let fusion = sovra_retrieval::Fusion {
+                k: rrf_k,
+                lexical_weight: 1.0,
+                dense_weight: w,
+            };
+            let mut ndcg = 0.0;
+            for (case, lexical, dense) in &legs {
+                let l: Vec<&str> = lexical.iter().map(|(c, _)| c.as_str()).collect();
+                let d: Vec<&str> = dense.iter().map(|(c, _)| c.as_str()).collect();
+                let document_of: std::collections::HashMap<&str, &str> = lexical
+                    .iter()
+                    .chain(dense)
+                    .map(|(c, d)| (c.as_str(), d.as_str()))
+                    .collect();
+                let ranked: Vec<String> = fusion
+                    .fuse(&l, &d)
+                    .iter()
+                    .filter_map(|(c, _)| document_of.get(c.as_str()).map(|d| (*d).to_owned()))
+                    .collect();
+                ndcg += score(&ranked, &case.positive, k).0;
+            }
+            let ndcg = ndcg / legs.len().max(1) as f64;
+            if ndcg > best.0 {
+                best = (ndcg, rrf_k, w);
+            }
+            print!(" {ndcg:>7.3}");
+        }
+        println!();
+    }
+    println!(
+        "best: nDCG@{k} {:.3} at k = {}, dense weight {}",
+        best.0, best.1, best.2
+    );
+    Ok(())
 }

@@ -63,6 +63,23 @@ pub(crate) async fn search_documents(
     mode: &str,
     top_k: usize,
 ) -> anyhow::Result<Vec<String>> {
+    Ok(search_chunks(client, url, token, query, mode, top_k)
+        .await?
+        .into_iter()
+        .map(|(_, document)| document)
+        .collect())
+}
+
+/// The (chunk id, document id) pairs `POST /v1/search` ranks for `query`
+/// in `mode`, in rank order.
+pub(crate) async fn search_chunks(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    query: &str,
+    mode: &str,
+    top_k: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
     let resp = client
         .post(url)
         .bearer_auth(token)
@@ -82,7 +99,12 @@ pub(crate) async fn search_documents(
         .as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|r| r["document_id"].as_str().map(str::to_owned))
+                .filter_map(|r| {
+                    Some((
+                        r["chunk_id"].as_str()?.to_owned(),
+                        r["document_id"].as_str()?.to_owned(),
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default())

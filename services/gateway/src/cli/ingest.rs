@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use base64::Engine;
 use sovra_auth::DevTokenRequest;
 use sovra_config::Settings;
 
@@ -35,6 +36,13 @@ pub struct IngestArgs {
     /// the folder given (so re-ingesting a file replaces it).
     #[arg(long, default_value = "")]
     pub id_prefix: String,
+    /// Most files sent in one bulk request (they are embedded and committed
+    /// together).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch: u16,
+    /// Most bytes of files sent in one bulk request.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub batch_bytes: usize,
 }
 
 fn walk(root: &std::path::Path, out: &mut Vec<(PathBuf, String)>) -> std::io::Result<()> {
@@ -108,7 +116,7 @@ pub async fn ingest(settings: &Settings, args: IngestArgs) -> anyhow::Result<Exi
         walk(p, &mut files).with_context(|| format!("reading {}", p.display()))?;
     }
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
+        .timeout(Duration::from_secs(600))
         .build()?;
     let bar = indicatif::ProgressBar::new(files.len() as u64);
     bar.set_style(
@@ -116,59 +124,79 @@ pub async fn ingest(settings: &Settings, args: IngestArgs) -> anyhow::Result<Exi
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut failures: Vec<(String, String)> = Vec::new();
-    let (mut written, mut unchanged, mut chunks) = (0usize, 0usize, 0i64);
+    let mut tally = Tally::default();
+    let mut batch: Vec<(String, serde_json::Value)> = Vec::new();
+    let mut batch_bytes = 0usize;
     for (path, rel) in &files {
-        bar.set_message(rel.clone());
-        let result: anyhow::Result<serde_json::Value> = async {
-            let bytes = tokio::fs::read(path).await?;
-            let mime = sovra_ingest::Format::from_path(path)
-                .map(|f| f.content_type())
-                .unwrap_or("application/octet-stream");
-            let file = reqwest::multipart::Part::bytes(bytes)
-                .file_name(rel.clone())
-                .mime_str(mime)?;
-            let mut form = reqwest::multipart::Form::new()
-                .part("file", file)
-                .text("id", document_id(&args.id_prefix, rel))
-                .text("acl_groups", args.acl_groups.join(","))
-                .text("acl_users", args.acl_users.join(","));
-            if let Some(t) = &args.tenant {
-                form = form.text("tenant", t.clone());
+        let bytes = match tokio::fs::read(path).await {
+            Ok(b) => b,
+            Err(e) => {
+                failures.push((rel.clone(), format!("could not read it: {e}")));
+                bar.inc(1);
+                continue;
             }
-            let resp = client
-                .post(&url)
-                .bearer_auth(&token)
-                .multipart(form)
-                .send()
-                .await?;
-            let status = resp.status();
-            let body: serde_json::Value = resp.json().await.unwrap_or_default();
-            if status.is_success() {
-                Ok(body)
-            } else {
-                let detail = body["detail"].as_str().unwrap_or("no detail");
-                anyhow::bail!("HTTP {}: {detail}", status.as_u16())
-            }
+        };
+        let mime = sovra_ingest::Format::from_path(path)
+            .map(|f| f.content_type())
+            .unwrap_or("application/octet-stream");
+        let mut doc = serde_json::json!({
+            "id": document_id(&args.id_prefix, rel),
+            "title": rel,
+            "source": rel,
+            "content": base64::engine::general_purpose::STANDARD.encode(&bytes),
+            "content_type": mime,
+            "acl": {"groups": args.acl_groups, "users": args.acl_users},
+        });
+        if let Some(t) = &args.tenant {
+            doc["tenant"] = serde_json::Value::String(t.clone());
         }
-        .await;
-        match result {
-            Ok(body) => {
-                if body["unchanged"].as_bool() == Some(true) {
-                    unchanged += 1;
-                } else {
-                    written += 1;
-                }
-                chunks += body["chunks"].as_i64().unwrap_or(0);
-            }
-            Err(e) => failures.push((rel.clone(), format!("{e:#}"))),
+        if !batch.is_empty() && batch_bytes + bytes.len() > args.batch_bytes {
+            send(
+                &client,
+                &url,
+                &token,
+                &mut batch,
+                &mut tally,
+                &mut failures,
+                &bar,
+            )
+            .await;
+            batch_bytes = 0;
         }
-        bar.inc(1);
+        batch_bytes += bytes.len();
+        batch.push((rel.clone(), doc));
+        if batch.len() >= usize::from(args.batch) {
+            send(
+                &client,
+                &url,
+                &token,
+                &mut batch,
+                &mut tally,
+                &mut failures,
+                &bar,
+            )
+            .await;
+            batch_bytes = 0;
+        }
     }
+    send(
+        &client,
+        &url,
+        &token,
+        &mut batch,
+        &mut tally,
+        &mut failures,
+        &bar,
+    )
+    .await;
     bar.finish_and_clear();
     println!(
-        "{} files: {written} written, {unchanged} unchanged, {} failed; {chunks} chunks",
+        "{} files: {} written, {} unchanged, {} failed; {} chunks",
         files.len(),
-        failures.len()
+        tally.written,
+        tally.unchanged,
+        failures.len(),
+        tally.chunks
     );
     for (file, why) in &failures {
         println!("  failed: {file}: {why}");
@@ -178,4 +206,89 @@ pub async fn ingest(settings: &Settings, args: IngestArgs) -> anyhow::Result<Exi
     } else {
         ExitCode::from(1)
     })
+}
+
+#[derive(Default)]
+struct Tally {
+    written: usize,
+    unchanged: usize,
+    chunks: i64,
+}
+
+/// Sends `batch` as one NDJSON bulk write and tallies each file's outcome;
+/// a request that fails as a whole fails each of its files.
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    batch: &mut Vec<(String, serde_json::Value)>,
+    tally: &mut Tally,
+    failures: &mut Vec<(String, String)>,
+    bar: &indicatif::ProgressBar,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let files: Vec<(String, serde_json::Value)> = std::mem::take(batch);
+    bar.set_message(files.first().map(|(f, _)| f.clone()).unwrap_or_default());
+    let mut body = Vec::new();
+    for (_, doc) in &files {
+        body.extend_from_slice(doc.to_string().as_bytes());
+        body.push(b'\n');
+    }
+    let result: anyhow::Result<serde_json::Value> = async {
+        let resp = client
+            .post(url)
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        if status.as_u16() == 207 {
+            Ok(body)
+        } else {
+            let detail = body["detail"].as_str().unwrap_or("no detail");
+            anyhow::bail!("HTTP {}: {detail}", status.as_u16())
+        }
+    }
+    .await;
+    match result {
+        Ok(body) => {
+            let results = body["results"].as_array().cloned().unwrap_or_default();
+            for (i, (file, _)) in files.iter().enumerate() {
+                let item = results
+                    .iter()
+                    .find(|r| r["index"].as_u64() == Some(i as u64));
+                match item {
+                    Some(r) if r["document"].is_object() => {
+                        let d = &r["document"];
+                        if d["unchanged"].as_bool() == Some(true) {
+                            tally.unchanged += 1;
+                        } else {
+                            tally.written += 1;
+                        }
+                        tally.chunks += d["chunks"].as_i64().unwrap_or(0);
+                    }
+                    Some(r) => {
+                        let p = &r["problem"];
+                        let detail = p["detail"].as_str().unwrap_or("no detail");
+                        let why = match p["field"].as_str() {
+                            Some(f) => format!("HTTP {}: {detail} ({f})", r["status"]),
+                            None => format!("HTTP {}: {detail}", r["status"]),
+                        };
+                        failures.push((file.clone(), why));
+                    }
+                    None => failures.push((file.clone(), "no outcome in the answer".into())),
+                }
+            }
+        }
+        Err(e) => {
+            for (file, _) in &files {
+                failures.push((file.clone(), format!("{e:#}")));
+            }
+        }
+    }
+    bar.inc(files.len() as u64);
 }

@@ -20,8 +20,8 @@ pub use audit::{
     audit_export, audit_keygen, audit_prune, audit_verify, checkpoint_signing_key,
     checkpoint_verifier,
 };
-pub(crate) use eval::search_documents;
 pub use eval::{EvalArgs, eval};
+pub(crate) use eval::{search_chunks, search_documents};
 pub use ingest::{IngestArgs, ingest};
 pub use token::{TokenArgs, token};
 

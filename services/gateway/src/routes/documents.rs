@@ -13,7 +13,7 @@ use sovra_catalog::ListFilter;
 use sovra_documents::{NewDocument, ServiceError};
 use sovra_ingest::Format;
 
-use crate::extract::{AuditCtx, Authorized, Browse, Ingest, ValidJson};
+use crate::extract::{AuditCtx, Authorized, Browse, Ingest, ValidJson, json_problem};
 use crate::problem::ProblemBody;
 use crate::problem::{ErrorCode, Problem};
 use crate::state::AppState;
@@ -27,10 +27,23 @@ pub struct DocumentJson {
     /// Base64 of the file's bytes, with `content_type`.
     content: Option<String>,
     content_type: Option<String>,
+    /// Where the document came from (a file name, a URL); default `api`.
+    source: Option<String>,
     #[serde(default)]
     metadata: BTreeMap<String, Value>,
     tenant: Option<String>,
     acl: Acl,
+}
+
+/// One document, or an array of them (a bulk write). For the OpenAPI
+/// document: `create` reads an array element by element, so that one bad
+/// document is reported in its place.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum DocumentsJson {
+    One(Box<DocumentJson>),
+    Many(Vec<DocumentJson>),
 }
 
 /// A `multipart/form-data` upload (the schema of the form; the parts are
@@ -233,16 +246,7 @@ async fn store(
         "document",
         json!({"id": d.id, "version": d.version, "chunks": d.chunk_count, "unchanged": outcome.unchanged, "content_hash": d.content_hash}),
     );
-    let body = DocumentWritten {
-        id: d.id.clone(),
-        version: d.version,
-        chunks: d.chunk_count,
-        unchanged: outcome.unchanged,
-        created: outcome.created,
-        content_hash: d.content_hash.clone(),
-        title: d.title.clone(),
-        tenant: d.tenant.clone(),
-    };
+    let body = written(&outcome);
     Ok(if outcome.created {
         HttpResponse::Created().json(body)
     } else {
@@ -250,18 +254,22 @@ async fn store(
     })
 }
 
-/// `POST /v1/documents`: JSON, or multipart with a `file` part.
+/// `POST /v1/documents`: JSON, or multipart with a `file` part; a JSON array
+/// or NDJSON writes many documents at once.
 #[utoipa::path(
     post,
     path = "/v1/documents",
     tag = "documents",
     operation_id = "documents.create",
     summary = "Write a document (create, or replace every chunk of an existing id)",
-    description = r#"Role ingester, own tenant only. JSON (text, or base64 content with content_type) or multipart/form-data with a `file` part and the fields id, title, tenant, acl_groups, acl_users (comma-separated) and metadata (a JSON object). Supported: text/plain, text/markdown, text/html, application/pdf, DOCX. The document is parsed and chunked before anything is stored; a failure stores nothing. Identical content under the same id is a no-op (`unchanged: true`). Searchable when the call returns. Audited with the document id, version and chunk count. Replacing an existing id needs the change rule (its writer, an ingester who may read it, or the tenant's admin); anyone else gets 404, as for an id nobody uses. Ids are unique within a tenant. Metadata (32 keys of letters, digits, '_' or '-'; values up to 512 characters; 8 KiB in all) and ACL lists (256 names of up to 128 characters; 16 KiB) are bounded: 413 naming the field."#,
-    request_body(content((DocumentJson = "application/json"), (DocumentUpload = "multipart/form-data"))),
+    description = r#"Role ingester, own tenant only. JSON (text, or base64 content with content_type) or multipart/form-data with a `file` part and the fields id, title, tenant, acl_groups, acl_users (comma-separated) and metadata (a JSON object). Supported: text/plain, text/markdown, text/html, application/pdf, DOCX. The document is parsed and chunked before anything is stored; a failure stores nothing. Identical content under the same id is a no-op (`unchanged: true`). Searchable when the call returns. Audited with the document id, version and chunk count. Replacing an existing id needs the change rule (its writer, an ingester who may read it, or the tenant's admin); anyone else gets 404, as for an id nobody uses. Ids are unique within a tenant. Metadata (32 keys of letters, digits, '_' or '-'; values up to 512 characters; 8 KiB in all) and ACL lists (256 names of up to 128 characters; 16 KiB) are bounded: 413 naming the field.
+
+Bulk: a JSON array of documents, or `application/x-ndjson` with one document per line (at most `ingest.max_bulk_documents`, `ingest.max_bulk_bytes` in all). Each document is checked and written as one unit on its own; their chunks are embedded together and they are committed together (one catalog transaction with a savepoint per document, one index commit). One that fails (a bad field, an unreadable file, no right to replace it) is reported in its place with its problem, and the rest are written: 207 with every document's outcome in request order. An id may come once per request."#,
+    request_body(content((DocumentsJson = "application/json"), (DocumentJson = "application/x-ndjson"), (DocumentUpload = "multipart/form-data"))),
     responses(
         (status = 200, description = "replaced (version bumped) or unchanged", body = DocumentWritten),
         (status = 201, description = "created", body = DocumentWritten),
+        (status = 207, description = "a bulk write: each document's outcome", body = BulkWritten),
         (status = 400, description = "invalid parameter or body (the field is named)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "no valid bearer token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "the caller's roles do not allow it", body = ProblemBody, content_type = "application/problem+json"),
@@ -284,12 +292,38 @@ pub async fn create(
         .flatten()
         .map(|m| m.essence_str().to_owned())
         .unwrap_or_default();
+    let ingest = &state.settings.ingest;
+    let one_limit = ingest.max_document_bytes * 4 / 3 + 64 * 1024;
     match essence.as_str() {
         "application/json" => {
-            let limit = state.settings.ingest.max_document_bytes * 4 / 3 + 64 * 1024;
+            let limit = one_limit.max(ingest.max_bulk_bytes);
             let body = read_limited(payload, limit).await?;
+            if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+                let items: Vec<Value> = ValidJson::<Vec<Value>>::parse(&body)?.0;
+                let items = items
+                    .into_iter()
+                    .map(|v| serde_path_to_error::deserialize(v).map_err(json_problem))
+                    .collect();
+                return create_bulk(auth, items, &state).await;
+            }
+            if body.len() > one_limit {
+                return Err(Problem::new(
+                    ErrorCode::PayloadTooLarge,
+                    "the request body exceeds ingest.max_document_bytes",
+                ));
+            }
             let json = ValidJson::<DocumentJson>::parse(&body)?.0;
-            create_json(auth, json, &state).await
+            let doc = new_document(&auth, json, &state)?;
+            store(&state, &auth.principal, &auth.audit, doc).await
+        }
+        "application/x-ndjson" => {
+            let body = read_limited(payload, ingest.max_bulk_bytes).await?;
+            let items = body[..]
+                .split(|b| *b == b'\n')
+                .filter(|line| line.iter().any(|b| !b.is_ascii_whitespace()))
+                .map(|line| ValidJson::<DocumentJson>::parse(line).map(|j| j.0))
+                .collect();
+            create_bulk(auth, items, &state).await
         }
         "multipart/form-data" => {
             let multipart = Multipart::new(req.headers(), payload);
@@ -297,7 +331,7 @@ pub async fn create(
         }
         _ => Err(Problem::new(
             ErrorCode::UnsupportedMediaType,
-            "send application/json or multipart/form-data",
+            "send application/json, application/x-ndjson or multipart/form-data",
         )
         .field("content-type")),
     }
@@ -312,7 +346,9 @@ async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::By
         if body.len() + chunk.len() > limit {
             return Err(Problem::new(
                 ErrorCode::PayloadTooLarge,
-                "the request body exceeds ingest.max_document_bytes",
+                format!(
+                    "the request body exceeds {limit} bytes (ingest.max_document_bytes, or ingest.max_bulk_bytes for several documents)"
+                ),
             ));
         }
         body.extend_from_slice(&chunk);
@@ -320,13 +356,14 @@ async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::By
     Ok(body)
 }
 
-async fn create_json(
-    auth: Authorized<Ingest>,
+/// A JSON document's fields checked and turned into a write.
+fn new_document(
+    auth: &Authorized<Ingest>,
     j: DocumentJson,
     state: &AppState,
-) -> Result<HttpResponse, Problem> {
+) -> Result<NewDocument, Problem> {
     let (id, title, tenant, acl) = prepare(
-        &auth,
+        auth,
         j.id,
         j.title,
         j.tenant,
@@ -360,18 +397,164 @@ async fn create_json(
             "the document exceeds ingest.max_document_bytes",
         ));
     }
-    let doc = NewDocument {
+    let source = match j.source {
+        Some(s) if s.chars().count() > 1024 => {
+            return Err(Problem::invalid_parameter(
+                "source",
+                "at most 1024 characters",
+            ));
+        }
+        Some(s) => s,
+        None => "api".into(),
+    };
+    Ok(NewDocument {
         id,
         tenant,
         title,
-        source: "api".into(),
+        source,
         format,
         bytes,
         acl,
         metadata,
         created_by: auth.principal.subject.clone(),
-    };
-    store(state, &auth.principal, &auth.audit, doc).await
+    })
+}
+
+/// One document's outcome in a bulk write.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BulkItem {
+    /// Its position in the request (0-based; NDJSON: among the non-empty lines).
+    pub index: usize,
+    pub id: Option<String>,
+    /// What a single write of it would have answered: 201, 200, or the
+    /// problem's status.
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document: Option<DocumentWritten>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ProblemBody>)]
+    pub problem: Option<Value>,
+}
+
+/// What a bulk write did, document by document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BulkWritten {
+    /// Created or replaced.
+    pub written: usize,
+    pub unchanged: usize,
+    pub failed: usize,
+    pub results: Vec<BulkItem>,
+}
+
+fn written(outcome: &sovra_documents::Outcome) -> DocumentWritten {
+    let d = &outcome.document;
+    DocumentWritten {
+        id: d.id.clone(),
+        version: d.version,
+        chunks: d.chunk_count,
+        unchanged: outcome.unchanged,
+        created: outcome.created,
+        content_hash: d.content_hash.clone(),
+        title: d.title.clone(),
+        tenant: d.tenant.clone(),
+    }
+}
+
+/// Writes many documents at once (a JSON array or NDJSON): each is checked
+/// and written on its own, and one that fails is reported in its place
+/// without failing the rest. 207 with every document's outcome.
+async fn create_bulk(
+    auth: Authorized<Ingest>,
+    items: Vec<Result<DocumentJson, Problem>>,
+    state: &AppState,
+) -> Result<HttpResponse, Problem> {
+    let max = state.settings.ingest.max_bulk_documents;
+    if items.is_empty() {
+        return Err(Problem::invalid_parameter("body", "no documents"));
+    }
+    if items.len() > max {
+        return Err(Problem::new(
+            ErrorCode::PayloadTooLarge,
+            format!("at most {max} documents in one request (ingest.max_bulk_documents)"),
+        )
+        .field("body"));
+    }
+    let mut results: Vec<Option<BulkItem>> = Vec::with_capacity(items.len());
+    let mut docs = Vec::new();
+    let mut slots = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let doc = item
+            .and_then(|j| new_document(&auth, j, state))
+            .and_then(|d| {
+                if ids.insert(d.id.clone()) {
+                    Ok(d)
+                } else {
+                    Err(Problem::invalid_parameter(
+                        "id",
+                        "the same id comes twice in this request",
+                    ))
+                }
+            });
+        match doc {
+            Ok(d) => {
+                auth.audit.0.borrow_mut().document_ids.push(d.id.clone());
+                slots.push(index);
+                docs.push(d);
+                results.push(None);
+            }
+            Err(p) => results.push(Some(failed_item(index, None, &p))),
+        }
+    }
+    let ids: Vec<String> = docs.iter().map(|d| d.id.clone()).collect();
+    let outcomes = state.documents.ingest_many(&auth.principal, docs).await;
+    let mut audited = Vec::with_capacity(outcomes.len());
+    for ((slot, id), outcome) in slots.into_iter().zip(ids).zip(outcomes) {
+        results[slot] = Some(match outcome {
+            Ok(o) => {
+                let d = &o.document;
+                audited.push(json!({"id": d.id, "version": d.version, "chunks": d.chunk_count, "unchanged": o.unchanged, "content_hash": d.content_hash}));
+                BulkItem {
+                    index: slot,
+                    id: Some(id),
+                    status: if o.created { 201 } else { 200 },
+                    document: Some(written(&o)),
+                    problem: None,
+                }
+            }
+            Err(e) => {
+                let p = Problem::from(e);
+                audited.push(json!({"id": id, "error": p.code_str()}));
+                failed_item(slot, Some(id), &p)
+            }
+        });
+    }
+    let results: Vec<BulkItem> = results.into_iter().flatten().collect();
+    let failed = results.iter().filter(|r| r.problem.is_some()).count();
+    let unchanged = results
+        .iter()
+        .filter(|r| r.document.as_ref().is_some_and(|d| d.unchanged))
+        .count();
+    auth.audit.detail("documents", Value::Array(audited));
+    auth.audit.detail("failed", json!(failed));
+    Ok(
+        HttpResponse::build(actix_web::http::StatusCode::MULTI_STATUS).json(BulkWritten {
+            written: results.len() - failed - unchanged,
+            unchanged,
+            failed,
+            results,
+        }),
+    )
+}
+
+fn failed_item(index: usize, id: Option<String>, p: &Problem) -> BulkItem {
+    BulkItem {
+        index,
+        id,
+        status: p.body().status,
+        document: None,
+        problem: serde_json::to_value(p.body()).ok(),
+    }
 }
 
 const FIELD_LIMIT: usize = 64 * 1024;
