@@ -94,15 +94,16 @@ async fn hybrid_finds_paraphrases_and_identifiers_within_the_acl() {
         assert_eq!(hybrid[0]["document_id"], "formulary");
         assert_eq!(hybrid[0]["lexical_rank"], 1);
         let fused = hybrid[0]["score"].as_f64().unwrap();
+        let k = f64::from(sovra_config::SearchSettings::default().rrf_k);
         assert!(
             (fused
-                - (1.0 / 61.0
+                - (1.0 / (k + 1.0)
                     + hybrid[0]["dense_rank"]
                         .as_u64()
-                        .map_or(0.0, |r| 1.0 / (60.0 + r as f64))))
+                        .map_or(0.0, |r| 1.0 / (k + r as f64))))
             .abs()
                 < 1e-6,
-            "RRF with k = 60"
+            "RRF with the default k"
         );
         // The ACL is inside both legs: a nurse never sees the formulary or the staff documents.
         let nurse = hs256(&claims("n", "bank", &["reader"], &["nursing"]));

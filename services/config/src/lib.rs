@@ -373,6 +373,8 @@ pub struct SearchSettings {
     pub default_top_k: usize,
     pub max_top_k: usize,
     /// Reciprocal Rank Fusion constant: score = sum of weight / (k + rank).
+    /// 5, chosen by `sovra eval --search --fusion-grid` on FacQA, RGB and
+    /// PubMedQA (docs/retrieval.md): the best worst case over the three.
     pub rrf_k: f32,
     /// Weight of the lexical (BM25) leg in the fusion.
     pub lexical_weight: f32,
@@ -387,7 +389,7 @@ impl Default for SearchSettings {
         Self {
             default_top_k: 10,
             max_top_k: 100,
-            rrf_k: 60.0,
+            rrf_k: 5.0,
             lexical_weight: 1.0,
             dense_weight: 1.0,
             candidates: 100,

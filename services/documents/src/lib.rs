@@ -153,24 +153,22 @@ struct Parsed {
     rows: Vec<ChunkRow>,
 }
 
-/// Parsed and embedded: ready to stage.
-struct Ready {
-    parsed: Parsed,
-    points: Vec<VectorPoint>,
-}
-
 /// One caller's documents waiting for the next batch write.
 struct Pending {
     writer: Principal,
-    ready: Vec<Ready>,
+    parsed: Vec<Parsed>,
     reply: tokio::sync::oneshot::Sender<Vec<Result<Outcome, ServiceError>>>,
 }
 
-/// A document staged in the batch's transaction, with what the indexes need.
-struct Written {
-    staged: StagedDocument,
-    rows: Vec<ChunkRow>,
-    points: Vec<VectorPoint>,
+/// One document of a batch write, until it has its result.
+struct Item {
+    /// Which caller of the batch it came from.
+    caller: usize,
+    writer: Arc<Principal>,
+    parsed: Parsed,
+    /// Its chunks' vectors, once embedded (kept across attempts).
+    points: Option<Vec<VectorPoint>>,
+    result: Option<Result<Outcome, ServiceError>>,
 }
 
 fn entries(doc: &Document, chunks: &[ChunkRow]) -> Vec<ChunkEntry> {
@@ -375,12 +373,12 @@ impl DocumentService {
     }
 
     /// Writes many documents, each as one unit: every document is checked,
-    /// parsed and chunked on its own (a few at a time), the chunks of all of
-    /// them are embedded together, and they are committed with whatever
-    /// other writes are waiting: one catalog transaction (a savepoint per
-    /// document), one Tantivy commit and one vector-store write. A document
-    /// that fails is reported in its place and the rest are written. The
-    /// results are in the order of `reqs`.
+    /// parsed and chunked on its own (a few at a time), then committed with
+    /// whatever other writes are waiting: one catalog transaction (a
+    /// savepoint per document), the chunks of all of them embedded together
+    /// while Tantivy takes them (one commit), one vector-store write. A
+    /// document that fails is reported in its place and the rest are
+    /// written. The results are in the order of `reqs`.
     pub async fn ingest_many(
         self: &Arc<Self>,
         writer: &Principal,
@@ -392,33 +390,22 @@ impl DocumentService {
                 .collect()
                 .await;
         let mut results: Vec<Option<Result<Outcome, ServiceError>>> = Vec::new();
-        let mut parsed: Vec<(usize, Parsed)> = Vec::new();
+        let mut parsed = Vec::new();
+        let mut slots = Vec::new();
         for step in steps {
             match step {
                 Ok(Step::Parsed(p)) => {
-                    parsed.push((results.len(), p));
+                    slots.push(results.len());
+                    parsed.push(p);
                     results.push(None);
                 }
                 Ok(Step::Unchanged(o)) => results.push(Some(Ok(o))),
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        let (slots, parsed): (Vec<usize>, Vec<Parsed>) = parsed.into_iter().unzip();
-        let embedded = self.embed_all(parsed).await;
-        let mut ready = Vec::new();
-        let mut ready_slots = Vec::new();
-        for (slot, r) in slots.into_iter().zip(embedded) {
-            match r {
-                Ok(r) => {
-                    ready.push(r);
-                    ready_slots.push(slot);
-                }
-                Err(e) => results[slot] = Some(Err(e)),
-            }
-        }
-        if !ready.is_empty() {
-            let written = self.commit_grouped(writer.clone(), ready).await;
-            for (slot, r) in ready_slots.into_iter().zip(written) {
+        if !parsed.is_empty() {
+            let written = self.commit_grouped(writer.clone(), parsed).await;
+            for (slot, r) in slots.into_iter().zip(written) {
                 results[slot] = Some(r);
             }
         }
@@ -484,13 +471,17 @@ impl DocumentService {
         Ok(Step::Parsed(Parsed { doc, rows }))
     }
 
-    /// Embeds the chunks of all `parsed` documents in one call (the
-    /// embedder batches them); if that fails, each document alone, so that
-    /// a failure is reported against the document that caused it.
-    async fn embed_all(&self, parsed: Vec<Parsed>) -> Vec<Result<Ready, ServiceError>> {
-        let texts: Vec<String> = parsed
+    /// Embeds the chunks of all `docs` in one call (the embedder batches
+    /// them); if that fails, each document alone, so that a failure is
+    /// reported against the document that caused it. The points carry
+    /// version 0 until the catalog's is known.
+    async fn embed_all(
+        &self,
+        docs: Vec<(Document, Vec<ChunkRow>)>,
+    ) -> Vec<Result<Vec<VectorPoint>, ServiceError>> {
+        let texts: Vec<String> = docs
             .iter()
-            .flat_map(|p| p.rows.iter().map(|c| c.text.clone()))
+            .flat_map(|(_, rows)| rows.iter().map(|c| c.text.clone()))
             .collect();
         let embedder = self.embedder.clone();
         let all = Self::blocking(move || {
@@ -502,12 +493,11 @@ impl DocumentService {
         match all {
             Ok(vectors) => {
                 let mut vectors = vectors.into_iter();
-                parsed
-                    .into_iter()
-                    .map(|p| {
-                        let points = to_points(&p.doc, &p.rows, vectors.by_ref());
-                        if points.len() == p.rows.len() {
-                            Ok(Ready { parsed: p, points })
+                docs.iter()
+                    .map(|(doc, rows)| {
+                        let points = to_points(doc, rows, vectors.by_ref());
+                        if points.len() == rows.len() {
+                            Ok(points)
                         } else {
                             Err(ServiceError::Interrupted)
                         }
@@ -515,21 +505,17 @@ impl DocumentService {
                     .collect()
             }
             Err(e) => {
-                tracing::warn!(error = %e, documents = parsed.len(), "embedding a batch failed; embedding its documents one by one");
-                let mut out = Vec::with_capacity(parsed.len());
-                for p in parsed {
-                    out.push(
-                        self.points(&p.doc, &p.rows)
-                            .await
-                            .map(|points| Ready { parsed: p, points }),
-                    );
+                tracing::warn!(error = %e, documents = docs.len(), "embedding a batch failed; embedding its documents one by one");
+                let mut out = Vec::with_capacity(docs.len());
+                for (doc, rows) in &docs {
+                    out.push(self.points(doc, rows).await);
                 }
                 out
             }
         }
     }
 
-    /// Hands `ready` documents to whichever write is next: the caller that
+    /// Hands `parsed` documents to whichever write is next: the caller that
     /// takes the write lock commits everything waiting at that moment, its
     /// own documents and other callers', in one batch (group commit), and
     /// then what was queued meanwhile. It writes in a task of its own,
@@ -538,14 +524,14 @@ impl DocumentService {
     async fn commit_grouped(
         self: &Arc<Self>,
         writer: Principal,
-        ready: Vec<Ready>,
+        parsed: Vec<Parsed>,
     ) -> Vec<Result<Outcome, ServiceError>> {
-        let n = ready.len();
+        let n = parsed.len();
         let (reply, answer) = tokio::sync::oneshot::channel();
         if let Ok(mut pending) = self.pending.lock() {
             pending.push(Pending {
                 writer,
-                ready,
+                parsed,
                 reply,
             });
         } else {
@@ -578,135 +564,114 @@ impl DocumentService {
             .unwrap_or_else(|_| (0..n).map(|_| Err(ServiceError::Interrupted)).collect())
     }
 
-    /// Stages every waiting document in one catalog transaction (a
-    /// savepoint each), applies the staged ones to both indexes at once,
-    /// commits, and answers each caller. A document refused or failed in
-    /// staging is reported alone; a failure of the indexes or the commit
-    /// fails the whole batch, puts the indexes back and commits nothing.
+    /// Writes a batch and answers each caller, document by document.
     async fn write_batch(&self, batch: Vec<Pending>) {
-        let documents: usize = batch.iter().map(|p| p.ready.len()).sum();
+        let documents: usize = batch.iter().map(|p| p.parsed.len()).sum();
         let span = tracing::info_span!("write_batch", documents, callers = batch.len());
         async {
-            let mut txn = match self.catalog.begin_batch().await {
-                Ok(t) => t,
-                Err(e) => {
-                    let why = e.to_string();
-                    for p in batch {
-                        let failed = p
-                            .ready
-                            .iter()
-                            .map(|_| Err(ServiceError::BatchFailed(why.clone())))
-                            .collect();
-                        let _ = p.reply.send(failed);
-                    }
-                    return;
-                }
-            };
-            // Per caller, per document: staged, or its error.
-            let mut staged: Vec<Vec<Result<Written, ServiceError>>> =
-                Vec::with_capacity(batch.len());
+            let mut items = Vec::with_capacity(documents);
             let mut replies = Vec::with_capacity(batch.len());
-            for p in batch {
-                let mut mine = Vec::with_capacity(p.ready.len());
-                for r in p.ready {
-                    let Ready { parsed, mut points } = r;
-                    let id = parsed.doc.id.clone();
-                    let writer = &p.writer;
-                    let result = self
-                        .catalog
-                        .stage_in_batch(&mut txn, parsed.doc, &parsed.rows, |prev| {
-                            prev.is_none_or(|d| writer.may_change(&d.tenant, &d.acl, &d.created_by))
-                        })
-                        .await;
-                    mine.push(match result {
-                        Ok(Some(s)) => {
-                            // The version is the catalog's to give: the
-                            // points were embedded before it was known.
-                            for pt in &mut points {
-                                pt.version = s.document.version;
-                            }
-                            Ok(Written {
-                                staged: s,
-                                rows: parsed.rows,
-                                points,
-                            })
-                        }
-                        Ok(None) => Err(ServiceError::NotFound(id)),
-                        Err(e) => Err(e.into()),
+            for (caller, p) in batch.into_iter().enumerate() {
+                let writer = Arc::new(p.writer);
+                for parsed in p.parsed {
+                    items.push(Item {
+                        caller,
+                        writer: writer.clone(),
+                        parsed,
+                        points: None,
+                        result: None,
                     });
                 }
-                staged.push(mine);
                 replies.push(p.reply);
             }
-            let outcome = self.apply_batch(txn, &staged).await;
-            for (mine, reply) in staged.into_iter().zip(replies) {
-                let results = mine
-                    .into_iter()
-                    .map(|r| {
-                        let s = r?.staged;
-                        match &outcome {
-                            Ok(()) => Ok(Outcome {
-                                created: s.previous.is_none(),
-                                document: s.document,
-                                unchanged: false,
-                            }),
-                            Err(why) => Err(ServiceError::BatchFailed(why.clone())),
-                        }
-                    })
-                    .collect();
-                let _ = reply.send(results);
+            while self.write_items(&mut items).await {}
+            let mut answers: Vec<Vec<Result<Outcome, ServiceError>>> =
+                replies.iter().map(|_| Vec::new()).collect();
+            for item in items {
+                if let Some(answer) = answers.get_mut(item.caller) {
+                    answer.push(item.result.unwrap_or(Err(ServiceError::Interrupted)));
+                }
+            }
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer);
             }
         }
         .instrument(span)
         .await
     }
 
-    /// Both indexes take every staged document, then the catalog commits;
-    /// on a failure the indexes go back to the catalog's earlier versions
-    /// and nothing commits. The changes are marked as this replica's own
-    /// before the commit, so its follower never re-applies them.
-    async fn apply_batch(
-        &self,
-        txn: sovra_catalog::Batch,
-        staged: &[Vec<Result<Written, ServiceError>>],
-    ) -> Result<(), String> {
-        if txn.is_empty() {
+    /// One attempt at the items without a result: stages them in one
+    /// catalog transaction (a savepoint each; one refused or failing there
+    /// is reported alone), then embeds those not yet embedded while Tantivy
+    /// takes the staged versions, writes the vectors, and commits. If a
+    /// document's embedding fails, it is reported, the indexes are put back,
+    /// nothing commits, and `true` asks for another attempt without it (the
+    /// others keep their embeddings). A failure of an index or of the commit
+    /// fails every staged document: the indexes are put back and nothing of
+    /// the batch is written.
+    async fn write_items(&self, items: &mut [Item]) -> bool {
+        let mut txn = match self.catalog.begin_batch().await {
+            Ok(t) => t,
+            Err(e) => {
+                let why = e.to_string();
+                for item in items.iter_mut().filter(|i| i.result.is_none()) {
+                    item.result = Some(Err(ServiceError::BatchFailed(why.clone())));
+                }
+                return false;
+            }
+        };
+        // Staged: (item index, the document as stored, its state before).
+        let mut staged: Vec<(usize, StagedDocument)> = Vec::new();
+        for (i, item) in items.iter_mut().enumerate() {
+            if item.result.is_some() {
+                continue;
+            }
+            let writer = item.writer.clone();
+            let result = self
+                .catalog
+                .stage_in_batch(
+                    &mut txn,
+                    item.parsed.doc.clone(),
+                    &item.parsed.rows,
+                    |prev| prev.is_none_or(|d| writer.may_change(&d.tenant, &d.acl, &d.created_by)),
+                )
+                .await;
+            match result {
+                Ok(Some(s)) => staged.push((i, s)),
+                Ok(None) => {
+                    item.result = Some(Err(ServiceError::NotFound(item.parsed.doc.id.clone())))
+                }
+                Err(e) => item.result = Some(Err(e.into())),
+            }
+        }
+        if staged.is_empty() {
             let _ = txn.rollback().await;
-            return Ok(());
+            return false;
         }
         // The last version of each document in the batch wins (the same id
         // may come twice); its state before the batch is what a failure
         // restores.
-        let mut last: BTreeMap<(String, String), &Written> = BTreeMap::new();
+        let mut last: BTreeMap<(String, String), usize> = BTreeMap::new();
         let mut before = Versions::new();
-        let mut seqs = Vec::new();
-        for w in staged.iter().flatten().flatten() {
-            let s = &w.staged;
+        for (n, (_, s)) in staged.iter().enumerate() {
             let key = (s.document.tenant.clone(), s.document.id.clone());
             before
                 .entry(key.clone())
                 .or_insert_with(|| s.previous.clone());
-            last.insert(key, w);
-            seqs.push(s.change_seq);
+            last.insert(key, n);
         }
-        let keys: Vec<(String, String)> = last.keys().cloned().collect();
-        let points: Vec<VectorPoint> = last.values().flat_map(|w| w.points.clone()).collect();
         let entries: Vec<(String, String, Vec<ChunkEntry>)> = last
             .values()
-            .map(|w| {
-                let d = &w.staged.document;
-                (d.tenant.clone(), d.id.clone(), entries(d, &w.rows))
+            .map(|&n| {
+                let (i, s) = &staged[n];
+                let d = &s.document;
+                (
+                    d.tenant.clone(),
+                    d.id.clone(),
+                    entries(d, &items[*i].parsed.rows),
+                )
             })
             .collect();
-        // The two indexes are independent: both writes (each ending in its
-        // own flush to disk) run at once.
-        let vectors = async {
-            self.vectors
-                .replace_documents(&keys, points)
-                .instrument(tracing::info_span!("vector_write"))
-                .await
-                .map_err(ServiceError::from)
-        };
         let index = self.index.clone();
         let lexical = Self::blocking(move || {
             let _span = tracing::info_span!("index_write").entered();
@@ -716,26 +681,90 @@ impl DocumentService {
                 .collect();
             Ok(index.replace_documents(&refs)?)
         });
-        let applied = match tokio::join!(vectors, lexical) {
-            (Err(e), _) | (_, Err(e)) => Err(e),
-            (Ok(()), Ok(())) => Ok(()),
-        };
-        if let Err(e) = applied {
-            self.restore_all(before).await;
-            let _ = txn.rollback().await;
-            return Err(e.to_string());
-        }
-        for seq in &seqs {
-            self.note_own(Some(*seq));
-        }
-        if let Err(e) = txn.commit().await {
-            for seq in &seqs {
-                self.forget_own(Some(*seq));
+        let to_embed: Vec<usize> = staged
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(|i| items[*i].points.is_none())
+            .collect();
+        let docs: Vec<(Document, Vec<ChunkRow>)> = to_embed
+            .iter()
+            .map(|&i| (items[i].parsed.doc.clone(), items[i].parsed.rows.clone()))
+            .collect();
+        // The embedder computes while Tantivy writes.
+        let (embedded, lexical) = tokio::join!(self.embed_all(docs), lexical);
+        let mut retry = false;
+        for (i, points) in to_embed.into_iter().zip(embedded) {
+            match points {
+                Ok(p) => items[i].points = Some(p),
+                Err(e) => {
+                    items[i].result = Some(Err(e));
+                    retry = true;
+                }
             }
-            self.restore_all(before).await;
-            return Err(e.to_string());
         }
-        Ok(())
+        let applied = match lexical {
+            Err(e) => Err(e),
+            Ok(()) if retry => {
+                self.restore_all(before).await;
+                let _ = txn.rollback().await;
+                return true;
+            }
+            Ok(()) => {
+                let keys: Vec<(String, String)> = last.keys().cloned().collect();
+                let points: Vec<VectorPoint> = last
+                    .values()
+                    .flat_map(|&n| {
+                        let (i, s) = &staged[n];
+                        let version = s.document.version;
+                        items[*i].points.iter().flatten().map(move |p| VectorPoint {
+                            version,
+                            ..p.clone()
+                        })
+                    })
+                    .collect();
+                self.vectors
+                    .replace_documents(&keys, points)
+                    .instrument(tracing::info_span!("vector_write"))
+                    .await
+                    .map_err(ServiceError::from)
+            }
+        };
+        let seqs: Vec<i64> = staged.iter().map(|(_, s)| s.change_seq).collect();
+        let outcome = match applied {
+            Err(e) => {
+                self.restore_all(before).await;
+                let _ = txn.rollback().await;
+                Err(e.to_string())
+            }
+            Ok(()) => {
+                // Marked as this replica's own before the commit, so its
+                // follower never re-applies them.
+                for seq in &seqs {
+                    self.note_own(Some(*seq));
+                }
+                match txn.commit().await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        for seq in &seqs {
+                            self.forget_own(Some(*seq));
+                        }
+                        self.restore_all(before).await;
+                        Err(e.to_string())
+                    }
+                }
+            }
+        };
+        for (i, s) in staged {
+            items[i].result = Some(match &outcome {
+                Ok(()) => Ok(Outcome {
+                    created: s.previous.is_none(),
+                    document: s.document,
+                    unchanged: false,
+                }),
+                Err(why) => Err(ServiceError::BatchFailed(why.clone())),
+            });
+        }
+        false
     }
 
     async fn restore_all(&self, before: Versions) {

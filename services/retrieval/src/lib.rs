@@ -77,6 +77,38 @@ pub fn weighted_rrf(lists: &[(&[&str], f32)], k: f32) -> Vec<(String, f32)> {
     out
 }
 
+/// A convex combination of the two legs' scores, each min-max normalised
+/// over its own candidates (the best scores 1, the worst 0): an id scores
+/// `lexical_weight · lexical + (1 − lexical_weight) · dense`, a leg that did
+/// not find it adding 0. Best first, ties broken by id.
+pub fn convex(
+    lexical: &[(&str, f32)],
+    dense: &[(&str, f32)],
+    lexical_weight: f32,
+) -> Vec<(String, f32)> {
+    let mut scores: HashMap<&str, f32> = HashMap::new();
+    for (list, weight) in [(lexical, lexical_weight), (dense, 1.0 - lexical_weight)] {
+        let (lo, hi) = list
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), (_, s)| {
+                (lo.min(*s), hi.max(*s))
+            });
+        let mut seen = std::collections::HashSet::new();
+        for (id, s) in list {
+            if seen.insert(*id) {
+                let norm = if hi > lo { (s - lo) / (hi - lo) } else { 1.0 };
+                *scores.entry(id).or_insert(0.0) += weight * norm;
+            }
+        }
+    }
+    let mut out: Vec<(String, f32)> = scores
+        .into_iter()
+        .map(|(id, s)| (id.to_owned(), s))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
+}
+
 /// How hybrid search fuses its two legs: weighted Reciprocal Rank Fusion.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fusion {
@@ -333,7 +365,7 @@ impl Retriever {
 
 #[cfg(test)]
 mod tests {
-    use super::{Fusion, distinct, rrf};
+    use super::{Fusion, convex, distinct, rrf};
 
     fn ids(fused: &[(String, f32)]) -> Vec<&str> {
         fused.iter().map(|(id, _)| id.as_str()).collect()
@@ -398,6 +430,25 @@ mod tests {
             ..even
         };
         assert_eq!(ids(&lexical_only.fuse(&lexical, &dense)), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn convex_combines_min_max_normalised_scores() {
+        let lexical = [("a", 12.0), ("b", 7.0), ("c", 2.0)];
+        let dense = [("c", 0.9), ("b", 0.8), ("d", 0.5)];
+        // Lexical only: its order; dense-only ids add 0.
+        assert_eq!(ids(&convex(&lexical, &dense, 1.0))[..3], ["a", "b", "c"]);
+        // Dense only.
+        assert_eq!(ids(&convex(&lexical, &dense, 0.0))[..2], ["c", "b"]);
+        // Even: b is second in both (0.5 + 0.75), a and c lead one leg each.
+        let fused = convex(&lexical, &dense, 0.5);
+        let score = |id: &str| fused.iter().find(|(i, _)| i == id).map(|(_, s)| *s);
+        assert!((score("b").unwrap() - 0.5 * (0.5 + 0.75)).abs() < 1e-6);
+        assert!((score("a").unwrap() - 0.5).abs() < 1e-6);
+        assert!((score("d").unwrap() - 0.0).abs() < 1e-6);
+        // One candidate in a leg: it scores 1 there.
+        assert_eq!(convex(&[("x", 3.0)], &[], 0.5), vec![("x".to_owned(), 0.5)]);
+        assert!(convex(&[], &[], 0.5).is_empty());
     }
 
     #[test]

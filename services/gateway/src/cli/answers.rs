@@ -19,6 +19,7 @@ use sovra_eval::plan::{Options, Plan, plan};
 use sovra_eval::score::{Outcome, Summary, correct, quantile, summarize};
 use sovra_eval::sets::{Case, load};
 
+use super::eval::ChunkHit;
 use super::eval::score;
 use super::{EvalArgs, api_token, api_url, search_chunks, search_documents};
 
@@ -435,6 +436,9 @@ async fn search(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A fusion of a question's two legs into one ranked list of chunk ids.
+type FuseFn<'a> = dyn Fn(&[ChunkHit], &[ChunkHit]) -> Vec<(String, f32)> + 'a;
+
 /// nDCG@k of hybrid search over a grid of fusion settings, from each
 /// question's two legs fetched once and fused here with the gateway's own
 /// [`sovra_retrieval::Fusion`].
@@ -451,6 +455,22 @@ async fn fusion_grid(
         let dense = search_chunks(http, url, token, &case.question, "dense", 100).await?;
         legs.push((case, lexical, dense));
     }
+    let ndcg_of = |fuse: &FuseFn| -> f64 {
+        let mut ndcg = 0.0;
+        for (case, lexical, dense) in &legs {
+            let document_of: std::collections::HashMap<&str, &str> = lexical
+                .iter()
+                .chain(dense)
+                .map(|h| (h.chunk.as_str(), h.document.as_str()))
+                .collect();
+            let ranked: Vec<String> = fuse(lexical, dense)
+                .iter()
+                .filter_map(|(c, _)| document_of.get(c.as_str()).map(|d| (*d).to_owned()))
+                .collect();
+            ndcg += score(&ranked, &case.positive, k).0;
+        }
+        ndcg / legs.len().max(1) as f64
+    };
     const KS: [f32; 6] = [5.0, 10.0, 20.0, 40.0, 60.0, 100.0];
     const DENSE_WEIGHTS: [f32; 7] = [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0];
     println!();
@@ -460,7 +480,7 @@ async fn fusion_grid(
         print!(" {w:>7.2}");
     }
     println!();
-    let mut best = (f64::MIN, 0.0, 0.0);
+    let mut best = (f64::MIN, String::new());
     for rrf_k in KS {
         print!("{rrf_k:>8.0}");
         for w in DENSE_WEIGHTS {
@@ -469,33 +489,38 @@ async fn fusion_grid(
                 lexical_weight: 1.0,
                 dense_weight: w,
             };
-            let mut ndcg = 0.0;
-            for (case, lexical, dense) in &legs {
-                let l: Vec<&str> = lexical.iter().map(|(c, _)| c.as_str()).collect();
-                let d: Vec<&str> = dense.iter().map(|(c, _)| c.as_str()).collect();
-                let document_of: std::collections::HashMap<&str, &str> = lexical
-                    .iter()
-                    .chain(dense)
-                    .map(|(c, d)| (c.as_str(), d.as_str()))
-                    .collect();
-                let ranked: Vec<String> = fusion
-                    .fuse(&l, &d)
-                    .iter()
-                    .filter_map(|(c, _)| document_of.get(c.as_str()).map(|d| (*d).to_owned()))
-                    .collect();
-                ndcg += score(&ranked, &case.positive, k).0;
-            }
-            let ndcg = ndcg / legs.len().max(1) as f64;
+            let ndcg = ndcg_of(&|l, d| {
+                let l: Vec<&str> = l.iter().map(|h| h.chunk.as_str()).collect();
+                let d: Vec<&str> = d.iter().map(|h| h.chunk.as_str()).collect();
+                fusion.fuse(&l, &d)
+            });
             if ndcg > best.0 {
-                best = (ndcg, rrf_k, w);
+                best = (ndcg, format!("RRF k = {rrf_k}, dense weight {w}"));
             }
             print!(" {ndcg:>7.3}");
         }
         println!();
     }
     println!(
-        "best: nDCG@{k} {:.3} at k = {}, dense weight {}",
-        best.0, best.1, best.2
+        "hybrid nDCG@{k} by a convex combination of min-max normalised scores, by the lexical weight:"
     );
+    const ALPHAS: [f32; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+    for a in ALPHAS {
+        print!(" {a:>7.1}");
+    }
+    println!();
+    for a in ALPHAS {
+        let ndcg = ndcg_of(&|l, d| {
+            let l: Vec<(&str, f32)> = l.iter().map(|h| (h.chunk.as_str(), h.score)).collect();
+            let d: Vec<(&str, f32)> = d.iter().map(|h| (h.chunk.as_str(), h.score)).collect();
+            sovra_retrieval::convex(&l, &d, a)
+        });
+        if ndcg > best.0 {
+            best = (ndcg, format!("convex, lexical weight {a}"));
+        }
+        print!(" {ndcg:>7.3}");
+    }
+    println!();
+    println!("best: nDCG@{k} {:.3} with {}", best.0, best.1);
     Ok(())
 }

@@ -66,12 +66,19 @@ pub(crate) async fn search_documents(
     Ok(search_chunks(client, url, token, query, mode, top_k)
         .await?
         .into_iter()
-        .map(|(_, document)| document)
+        .map(|h| h.document)
         .collect())
 }
 
-/// The (chunk id, document id) pairs `POST /v1/search` ranks for `query`
-/// in `mode`, in rank order.
+/// One hit of `POST /v1/search`.
+pub(crate) struct ChunkHit {
+    pub chunk: String,
+    pub document: String,
+    /// The leg's own score: BM25 in lexical mode, cosine in dense mode.
+    pub score: f32,
+}
+
+/// The hits `POST /v1/search` ranks for `query` in `mode`, in rank order.
 pub(crate) async fn search_chunks(
     client: &reqwest::Client,
     url: &str,
@@ -79,7 +86,7 @@ pub(crate) async fn search_chunks(
     query: &str,
     mode: &str,
     top_k: usize,
-) -> anyhow::Result<Vec<(String, String)>> {
+) -> anyhow::Result<Vec<ChunkHit>> {
     let resp = client
         .post(url)
         .bearer_auth(token)
@@ -100,10 +107,16 @@ pub(crate) async fn search_chunks(
         .map(|a| {
             a.iter()
                 .filter_map(|r| {
-                    Some((
-                        r["chunk_id"].as_str()?.to_owned(),
-                        r["document_id"].as_str()?.to_owned(),
-                    ))
+                    let score = match mode {
+                        "lexical" => r["lexical_score"].as_f64(),
+                        "dense" => r["dense_score"].as_f64(),
+                        _ => r["score"].as_f64(),
+                    };
+                    Some(ChunkHit {
+                        chunk: r["chunk_id"].as_str()?.to_owned(),
+                        document: r["document_id"].as_str()?.to_owned(),
+                        score: score? as f32,
+                    })
                 })
                 .collect()
         })
