@@ -499,7 +499,11 @@ impl DocumentService {
                         if points.len() == rows.len() {
                             Ok(points)
                         } else {
-                            Err(ServiceError::Interrupted)
+                            Err(ServiceError::Embedding(InferenceError::Runtime(format!(
+                                "the embedder returned {} vectors for {} chunks",
+                                points.len(),
+                                rows.len()
+                            ))))
                         }
                     })
                     .collect()

@@ -137,7 +137,7 @@ pub struct Problem {
 }
 
 /// An RFC 9457 problem document (`application/problem+json`).
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = Problem)]
 pub struct ProblemBody<'a> {
     /// `urn:sovra:problem:CODE`.

@@ -69,6 +69,11 @@ pub fn weighted_rrf(lists: &[(&[&str], f32)], k: f32) -> Vec<(String, f32)> {
             }
         }
     }
+    best_first(scores)
+}
+
+/// Scored ids, best first, ties broken by id so the order is deterministic.
+fn best_first(scores: HashMap<&str, f32>) -> Vec<(String, f32)> {
     let mut out: Vec<(String, f32)> = scores
         .into_iter()
         .map(|(id, s)| (id.to_owned(), s))
@@ -101,12 +106,7 @@ pub fn convex(
             }
         }
     }
-    let mut out: Vec<(String, f32)> = scores
-        .into_iter()
-        .map(|(id, s)| (id.to_owned(), s))
-        .collect();
-    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    out
+    best_first(scores)
 }
 
 /// How hybrid search fuses its two legs: weighted Reciprocal Rank Fusion.

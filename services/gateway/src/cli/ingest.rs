@@ -123,16 +123,23 @@ pub async fn ingest(settings: &Settings, args: IngestArgs) -> anyhow::Result<Exi
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut failures: Vec<(String, String)> = Vec::new();
-    let mut tally = Tally::default();
-    let mut batch: Vec<(String, serde_json::Value)> = Vec::new();
-    let mut batch_bytes = 0usize;
+    let mut up = Uploader {
+        client,
+        url,
+        token,
+        bar,
+        batch: Vec::new(),
+        batch_bytes: 0,
+        tally: Tally::default(),
+        failures: Vec::new(),
+    };
     for (path, rel) in &files {
         let bytes = match tokio::fs::read(path).await {
             Ok(b) => b,
             Err(e) => {
-                failures.push((rel.clone(), format!("could not read it: {e}")));
-                bar.inc(1);
+                up.failures
+                    .push((rel.clone(), format!("could not read it: {e}")));
+                up.bar.inc(1);
                 continue;
             }
         };
@@ -150,58 +157,29 @@ pub async fn ingest(settings: &Settings, args: IngestArgs) -> anyhow::Result<Exi
         if let Some(t) = &args.tenant {
             doc["tenant"] = serde_json::Value::String(t.clone());
         }
-        if !batch.is_empty() && batch_bytes + bytes.len() > args.batch_bytes {
-            send(
-                &client,
-                &url,
-                &token,
-                &mut batch,
-                &mut tally,
-                &mut failures,
-                &bar,
-            )
-            .await;
-            batch_bytes = 0;
+        if !up.batch.is_empty() && up.batch_bytes + bytes.len() > args.batch_bytes {
+            up.send().await;
         }
-        batch_bytes += bytes.len();
-        batch.push((rel.clone(), doc));
-        if batch.len() >= usize::from(args.batch) {
-            send(
-                &client,
-                &url,
-                &token,
-                &mut batch,
-                &mut tally,
-                &mut failures,
-                &bar,
-            )
-            .await;
-            batch_bytes = 0;
+        up.batch_bytes += bytes.len();
+        up.batch.push((rel.clone(), doc));
+        if up.batch.len() >= usize::from(args.batch) {
+            up.send().await;
         }
     }
-    send(
-        &client,
-        &url,
-        &token,
-        &mut batch,
-        &mut tally,
-        &mut failures,
-        &bar,
-    )
-    .await;
-    bar.finish_and_clear();
+    up.send().await;
+    up.bar.finish_and_clear();
     println!(
         "{} files: {} written, {} unchanged, {} failed; {} chunks",
         files.len(),
-        tally.written,
-        tally.unchanged,
-        failures.len(),
-        tally.chunks
+        up.tally.written,
+        up.tally.unchanged,
+        up.failures.len(),
+        up.tally.chunks
     );
-    for (file, why) in &failures {
+    for (file, why) in &up.failures {
         println!("  failed: {file}: {why}");
     }
-    Ok(if failures.is_empty() {
+    Ok(if up.failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -215,80 +193,91 @@ struct Tally {
     chunks: i64,
 }
 
-/// Sends `batch` as one NDJSON bulk write and tallies each file's outcome;
-/// a request that fails as a whole fails each of its files.
-async fn send(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    batch: &mut Vec<(String, serde_json::Value)>,
-    tally: &mut Tally,
-    failures: &mut Vec<(String, String)>,
-    bar: &indicatif::ProgressBar,
-) {
-    if batch.is_empty() {
-        return;
-    }
-    let files: Vec<(String, serde_json::Value)> = std::mem::take(batch);
-    bar.set_message(files.first().map(|(f, _)| f.clone()).unwrap_or_default());
-    let mut body = Vec::new();
-    for (_, doc) in &files {
-        body.extend_from_slice(doc.to_string().as_bytes());
-        body.push(b'\n');
-    }
-    let result: anyhow::Result<serde_json::Value> = async {
-        let resp = client
-            .post(url)
-            .bearer_auth(token)
-            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
-            .body(body)
-            .send()
-            .await?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        if status.as_u16() == 207 {
-            Ok(body)
-        } else {
-            let detail = body["detail"].as_str().unwrap_or("no detail");
-            anyhow::bail!("HTTP {}: {detail}", status.as_u16())
+/// Files on their way to the gateway in bulk requests, and what became of
+/// those sent.
+struct Uploader {
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    bar: indicatif::ProgressBar,
+    /// (file, document) not sent yet, and their files' bytes.
+    batch: Vec<(String, serde_json::Value)>,
+    batch_bytes: usize,
+    tally: Tally,
+    failures: Vec<(String, String)>,
+}
+
+impl Uploader {
+    /// Sends the batch as one NDJSON bulk write and tallies each file's
+    /// outcome; a request that fails as a whole fails each of its files.
+    async fn send(&mut self) {
+        if self.batch.is_empty() {
+            return;
         }
-    }
-    .await;
-    match result {
-        Ok(body) => {
-            let results = body["results"].as_array().cloned().unwrap_or_default();
-            for (i, (file, _)) in files.iter().enumerate() {
-                let item = results
-                    .iter()
-                    .find(|r| r["index"].as_u64() == Some(i as u64));
-                match item {
-                    Some(r) if r["document"].is_object() => {
-                        let d = &r["document"];
-                        if d["unchanged"].as_bool() == Some(true) {
-                            tally.unchanged += 1;
-                        } else {
-                            tally.written += 1;
+        self.batch_bytes = 0;
+        let files: Vec<(String, serde_json::Value)> = std::mem::take(&mut self.batch);
+        let (client, url, token, bar) = (&self.client, &self.url, &self.token, &self.bar);
+        let (tally, failures) = (&mut self.tally, &mut self.failures);
+        bar.set_message(files.first().map(|(f, _)| f.clone()).unwrap_or_default());
+        let mut body = Vec::new();
+        for (_, doc) in &files {
+            body.extend_from_slice(doc.to_string().as_bytes());
+            body.push(b'\n');
+        }
+        let result: anyhow::Result<serde_json::Value> = async {
+            let resp = client
+                .post(url)
+                .bearer_auth(token)
+                .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+                .body(body)
+                .send()
+                .await?;
+            let status = resp.status();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            if status.as_u16() == 207 {
+                Ok(body)
+            } else {
+                let detail = body["detail"].as_str().unwrap_or("no detail");
+                anyhow::bail!("HTTP {}: {detail}", status.as_u16())
+            }
+        }
+        .await;
+        match result {
+            Ok(body) => {
+                let results = body["results"].as_array().cloned().unwrap_or_default();
+                for (i, (file, _)) in files.iter().enumerate() {
+                    let item = results
+                        .iter()
+                        .find(|r| r["index"].as_u64() == Some(i as u64));
+                    match item {
+                        Some(r) if r["document"].is_object() => {
+                            let d = &r["document"];
+                            if d["unchanged"].as_bool() == Some(true) {
+                                tally.unchanged += 1;
+                            } else {
+                                tally.written += 1;
+                            }
+                            tally.chunks += d["chunks"].as_i64().unwrap_or(0);
                         }
-                        tally.chunks += d["chunks"].as_i64().unwrap_or(0);
+                        Some(r) => {
+                            let p = &r["problem"];
+                            let detail = p["detail"].as_str().unwrap_or("no detail");
+                            let why = match p["field"].as_str() {
+                                Some(f) => format!("HTTP {}: {detail} ({f})", r["status"]),
+                                None => format!("HTTP {}: {detail}", r["status"]),
+                            };
+                            failures.push((file.clone(), why));
+                        }
+                        None => failures.push((file.clone(), "no outcome in the answer".into())),
                     }
-                    Some(r) => {
-                        let p = &r["problem"];
-                        let detail = p["detail"].as_str().unwrap_or("no detail");
-                        let why = match p["field"].as_str() {
-                            Some(f) => format!("HTTP {}: {detail} ({f})", r["status"]),
-                            None => format!("HTTP {}: {detail}", r["status"]),
-                        };
-                        failures.push((file.clone(), why));
-                    }
-                    None => failures.push((file.clone(), "no outcome in the answer".into())),
+                }
+            }
+            Err(e) => {
+                for (file, _) in &files {
+                    failures.push((file.clone(), format!("{e:#}")));
                 }
             }
         }
-        Err(e) => {
-            for (file, _) in &files {
-                failures.push((file.clone(), format!("{e:#}")));
-            }
-        }
+        bar.inc(files.len() as u64);
     }
-    bar.inc(files.len() as u64);
 }

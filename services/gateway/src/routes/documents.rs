@@ -422,28 +422,27 @@ fn new_document(
 
 /// One document's outcome in a bulk write.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct BulkItem {
+pub struct BulkItem<'a> {
     /// Its position in the request (0-based; NDJSON: among the non-empty lines).
     pub index: usize,
-    pub id: Option<String>,
+    pub id: Option<&'a str>,
     /// What a single write of it would have answered: 201, 200, or the
     /// problem's status.
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub document: Option<DocumentWritten>,
+    pub document: Option<&'a DocumentWritten>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<ProblemBody>)]
-    pub problem: Option<Value>,
+    pub problem: Option<ProblemBody<'a>>,
 }
 
 /// What a bulk write did, document by document.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct BulkWritten {
+pub struct BulkWritten<'a> {
     /// Created or replaced.
     pub written: usize,
     pub unchanged: usize,
     pub failed: usize,
-    pub results: Vec<BulkItem>,
+    pub results: Vec<BulkItem<'a>>,
 }
 
 fn written(outcome: &sovra_documents::Outcome) -> DocumentWritten {
@@ -459,6 +458,9 @@ fn written(outcome: &sovra_documents::Outcome) -> DocumentWritten {
         tenant: d.tenant.clone(),
     }
 }
+
+/// A bulk item's id (when it had a valid one) and what became of it.
+type BulkOutcome = (Option<String>, Result<DocumentWritten, Problem>);
 
 /// Writes many documents at once (a JSON array or NDJSON): each is checked
 /// and written on its own, and one that fails is reported in its place
@@ -479,11 +481,12 @@ async fn create_bulk(
         )
         .field("body"));
     }
-    let mut results: Vec<Option<BulkItem>> = Vec::with_capacity(items.len());
+    // Each document's outcome, in request order.
+    let mut outcomes: Vec<Option<BulkOutcome>> = Vec::with_capacity(items.len());
     let mut docs = Vec::new();
     let mut slots = Vec::new();
     let mut ids = std::collections::BTreeSet::new();
-    for (index, item) in items.into_iter().enumerate() {
+    for item in items {
         let doc = item
             .and_then(|j| new_document(&auth, j, state))
             .and_then(|d| {
@@ -499,41 +502,63 @@ async fn create_bulk(
         match doc {
             Ok(d) => {
                 auth.audit.0.borrow_mut().document_ids.push(d.id.clone());
-                slots.push(index);
+                slots.push(outcomes.len());
                 docs.push(d);
-                results.push(None);
+                outcomes.push(None);
             }
-            Err(p) => results.push(Some(failed_item(index, None, &p))),
+            Err(p) => outcomes.push(Some((None, Err(p)))),
         }
     }
     let ids: Vec<String> = docs.iter().map(|d| d.id.clone()).collect();
-    let outcomes = state.documents.ingest_many(&auth.principal, docs).await;
-    let mut audited = Vec::with_capacity(outcomes.len());
-    for ((slot, id), outcome) in slots.into_iter().zip(ids).zip(outcomes) {
-        results[slot] = Some(match outcome {
+    let written_docs = state.documents.ingest_many(&auth.principal, docs).await;
+    let mut audited = Vec::with_capacity(written_docs.len());
+    for ((slot, id), outcome) in slots.into_iter().zip(ids).zip(written_docs) {
+        let outcome = match outcome {
             Ok(o) => {
                 let d = &o.document;
                 audited.push(json!({"id": d.id, "version": d.version, "chunks": d.chunk_count, "unchanged": o.unchanged, "content_hash": d.content_hash}));
-                BulkItem {
-                    index: slot,
-                    id: Some(id),
-                    status: if o.created { 201 } else { 200 },
-                    document: Some(written(&o)),
-                    problem: None,
-                }
+                Ok(written(&o))
             }
             Err(e) => {
                 let p = Problem::from(e);
                 audited.push(json!({"id": id, "error": p.code_str()}));
-                failed_item(slot, Some(id), &p)
+                Err(p)
             }
-        });
+        };
+        if let Some(o) = outcomes.get_mut(slot) {
+            *o = Some((Some(id), outcome));
+        }
     }
-    let results: Vec<BulkItem> = results.into_iter().flatten().collect();
+    let results: Vec<BulkItem<'_>> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, o)| {
+            let (id, outcome) = o.as_ref()?;
+            Some(match outcome {
+                Ok(d) => BulkItem {
+                    index,
+                    id: id.as_deref(),
+                    status: if d.created { 201 } else { 200 },
+                    document: Some(d),
+                    problem: None,
+                },
+                Err(p) => {
+                    let body = p.body();
+                    BulkItem {
+                        index,
+                        id: id.as_deref(),
+                        status: body.status,
+                        document: None,
+                        problem: Some(body),
+                    }
+                }
+            })
+        })
+        .collect();
     let failed = results.iter().filter(|r| r.problem.is_some()).count();
     let unchanged = results
         .iter()
-        .filter(|r| r.document.as_ref().is_some_and(|d| d.unchanged))
+        .filter(|r| r.document.is_some_and(|d| d.unchanged))
         .count();
     auth.audit.detail("documents", Value::Array(audited));
     auth.audit.detail("failed", json!(failed));
@@ -545,16 +570,6 @@ async fn create_bulk(
             results,
         }),
     )
-}
-
-fn failed_item(index: usize, id: Option<String>, p: &Problem) -> BulkItem {
-    BulkItem {
-        index,
-        id,
-        status: p.body().status,
-        document: None,
-        problem: serde_json::to_value(p.body()).ok(),
-    }
 }
 
 const FIELD_LIMIT: usize = 64 * 1024;
