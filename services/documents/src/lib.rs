@@ -1,10 +1,12 @@
 //! Writing and deleting documents across the catalog, the lexical index and
-//! the vector store as one unit: parse, chunk and embed first (a bad file
-//! writes nothing), stage the catalog change in a transaction, apply it to
-//! both indexes, then commit. If an index write fails the transaction rolls
-//! back and the indexes are put back to the catalog's version; if the commit
-//! fails, likewise. [`DocumentService::reconcile`] repairs whatever a crash
-//! left between the three.
+//! the vector store as one unit: parse and chunk first (a bad file writes
+//! nothing), then, for a batch of documents from one or many callers (group
+//! commit), stage the catalog changes in one transaction (a savepoint per
+//! document), embed while Tantivy takes them, write the vectors, then
+//! commit. If an index write fails the transaction rolls back and the
+//! indexes are put back to the catalog's version; if the commit fails,
+//! likewise. [`DocumentService::reconcile`] repairs whatever a crash left
+//! between the three.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -624,7 +626,8 @@ impl DocumentService {
                 return false;
             }
         };
-        // Staged: (item index, the document as stored, its state before).
+        // Staged: the item's index, with the document as staged and its
+        // state before.
         let mut staged: Vec<(usize, StagedDocument)> = Vec::new();
         for (i, item) in items.iter_mut().enumerate() {
             if item.result.is_some() {
