@@ -346,7 +346,7 @@ async fn main() {
             chunks as f64 / secs,
         ));
     }
-    // Bulk writes of 64 documents (what `sovra ingest` sends).
+    // Bulk writes of 16 and of 64 documents (`sovra ingest` sends 64).
     for per_call in [16usize, 64] {
         let (service, _) = write_path(
             &dir.path().join(format!("bulk-{per_call}")),
