@@ -137,7 +137,6 @@ pub struct Staged {
     /// The document and chunks before this write (to restore indexes if the
     /// commit fails), or `None` for a new document.
     pub previous: Option<(Document, Vec<ChunkRow>)>,
-    pub document: Option<Document>,
     /// The change-sequence number this write appended, once staged.
     pub change_seq: Option<i64>,
 }
@@ -145,17 +144,9 @@ pub struct Staged {
 /// Several documents' writes in one transaction (see [`Catalog::begin_batch`]).
 pub struct Batch {
     tx: Transaction<'static, Any>,
-    staged: usize,
 }
 
 impl Batch {
-    /// How many documents are staged.
-    pub fn len(&self) -> usize {
-        self.staged
-    }
-    pub fn is_empty(&self) -> bool {
-        self.staged == 0
-    }
     pub async fn commit(self) -> Result<(), CatalogError> {
         Ok(self.tx.commit().await?)
     }
@@ -278,24 +269,8 @@ impl Catalog {
         Ok(Staged {
             tx,
             previous,
-            document: None,
             change_seq: None,
         })
-    }
-
-    /// Stages `doc` (its version set to the previous one plus one) and its chunks.
-    pub async fn stage_upsert(
-        &self,
-        staged: &mut Staged,
-        doc: Document,
-        chunks: &[ChunkRow],
-    ) -> Result<Document, CatalogError> {
-        let previous = staged.previous.as_ref().map(|(d, _)| d);
-        let (doc, seq) =
-            Self::upsert_in(&mut staged.tx, self.postgres, previous, doc, chunks).await?;
-        staged.change_seq = Some(seq);
-        staged.document = Some(doc.clone());
-        Ok(doc)
     }
 
     /// Starts a transaction for several documents' writes, each staged in
@@ -304,7 +279,6 @@ impl Catalog {
     pub async fn begin_batch(&self) -> Result<Batch, CatalogError> {
         Ok(Batch {
             tx: self.begin().await?,
-            staged: 0,
         })
     }
 
@@ -347,9 +321,6 @@ impl Catalog {
             Ok(None) | Err(_) => "ROLLBACK TO SAVEPOINT sovra_document",
         };
         sqlx::query(end).execute(&mut *batch.tx).await?;
-        if let Ok(Some(_)) = &staged {
-            batch.staged += 1;
-        }
         staged
     }
 

@@ -255,7 +255,7 @@ impl DocumentService {
         };
         let version = current.as_ref().map(|(d, c)| (d, c.as_slice()));
         if vectors {
-            return self.apply(tenant, id, version, None).await;
+            return self.apply(tenant, id, version).await;
         }
         self.write_lexical(tenant, id, version).await
     }
@@ -307,6 +307,17 @@ impl DocumentService {
             .map_err(ServiceError::Task)?
     }
 
+    /// Embeds passages on a blocking thread.
+    async fn embed_passages(&self, texts: Vec<String>) -> Result<Vec<Embedding>, ServiceError> {
+        let embedder = self.embedder.clone();
+        Self::blocking(move || {
+            let _span = tracing::info_span!("embed", chunks = texts.len()).entered();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            Ok(embedder.embed(&refs, TextKind::Passage)?)
+        })
+        .await
+    }
+
     /// Embeds chunks (on a blocking thread) into points for the vector store.
     async fn points(
         &self,
@@ -316,44 +327,34 @@ impl DocumentService {
         if chunks.is_empty() {
             return Ok(Vec::new());
         }
-        let embedder = self.embedder.clone();
         let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
-        let vectors = Self::blocking(move || {
-            let _span = tracing::info_span!("embed", chunks = texts.len()).entered();
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            Ok(embedder.embed(&refs, TextKind::Passage)?)
-        })
-        .await?;
+        let vectors = self.embed_passages(texts).await?;
         Ok(to_points(doc, chunks, &mut vectors.into_iter()))
     }
 
     /// Makes both indexes hold exactly this version of `tenant`'s document
-    /// `id` (`None`: nothing). `points` are its vectors when already computed.
+    /// `id` (`None`: nothing), embedding its chunks again.
     async fn apply(
         &self,
         tenant: &str,
         id: &str,
         version: Option<(&Document, &[ChunkRow])>,
-        points: Option<Vec<VectorPoint>>,
     ) -> Result<(), ServiceError> {
-        let points = match (version, points) {
-            (_, Some(p)) => p,
-            (Some((doc, chunks)), None) => self.points(doc, chunks).await?,
-            (None, None) => Vec::new(),
+        let points = match version {
+            Some((doc, chunks)) => self.points(doc, chunks).await?,
+            None => Vec::new(),
         };
-        async {
-            self.vectors.delete_document(tenant, id).await?;
-            self.vectors.upsert(points).await
-        }
-        .instrument(tracing::info_span!("vector_write"))
-        .await?;
+        self.vectors
+            .replace_documents(&[(tenant.to_owned(), id.to_owned())], points)
+            .instrument(tracing::info_span!("vector_write"))
+            .await?;
         self.write_lexical(tenant, id, version).await
     }
 
     /// Puts both indexes back as the catalog still has the document.
     async fn restore(&self, tenant: &str, id: &str, previous: Option<(Document, Vec<ChunkRow>)>) {
         let version = previous.as_ref().map(|(d, c)| (d, c.as_slice()));
-        if let Err(e) = self.apply(tenant, id, version, None).await {
+        if let Err(e) = self.apply(tenant, id, version).await {
             tracing::error!(error = %e, document = id, "could not restore the indexes; reconciliation at start-up will");
         }
     }
@@ -485,14 +486,7 @@ impl DocumentService {
             .iter()
             .flat_map(|(_, rows)| rows.iter().map(|c| c.text.clone()))
             .collect();
-        let embedder = self.embedder.clone();
-        let all = Self::blocking(move || {
-            let _span = tracing::info_span!("embed", chunks = texts.len()).entered();
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            Ok(embedder.embed(&refs, TextKind::Passage)?)
-        })
-        .await;
-        match all {
+        match self.embed_passages(texts).await {
             Ok(vectors) => {
                 let mut vectors = vectors.into_iter();
                 docs.iter()
@@ -803,26 +797,23 @@ impl DocumentService {
             let _ = staged.rollback().await;
             return Err(e.into());
         }
-        self.apply_and_commit(staged, tenant, id, None, None)
-            .await?;
+        self.remove_and_commit(staged, tenant, id).await?;
         Ok(Some(doc))
     }
 
-    /// The second half of every write: both indexes take `version` (`None`:
-    /// the document is gone), then the staged catalog change commits. If
-    /// either fails, the indexes are put back to the catalog's previous
-    /// version and nothing is committed. The change is marked as this
-    /// replica's own before the commit, so its follower never re-applies it.
-    async fn apply_and_commit(
+    /// The second half of a delete: both indexes drop the document, then
+    /// the staged catalog change commits. If either fails, the indexes are
+    /// put back to the catalog's previous version and nothing is committed.
+    /// The change is marked as this replica's own before the commit, so its
+    /// follower never re-applies it.
+    async fn remove_and_commit(
         &self,
         staged: sovra_catalog::Staged,
         tenant: &str,
         id: &str,
-        version: Option<(&Document, &[ChunkRow])>,
-        points: Option<Vec<VectorPoint>>,
     ) -> Result<(), ServiceError> {
         let previous = staged.previous.clone();
-        if let Err(e) = self.apply(tenant, id, version, points).await {
+        if let Err(e) = self.apply(tenant, id, None).await {
             self.restore(tenant, id, previous).await;
             let _ = staged.rollback().await;
             return Err(e);
@@ -866,7 +857,7 @@ impl DocumentService {
                     continue;
                 };
                 let rows = self.catalog.chunks(tenant, id).await?;
-                self.apply(tenant, id, Some((&doc, &rows)), None).await?;
+                self.apply(tenant, id, Some((&doc, &rows))).await?;
                 report.repaired.push(format!("{tenant}/{id}"));
                 // A new embedding model starts from an empty vector store:
                 // every document is embedded again, with progress in the log.
@@ -885,7 +876,7 @@ impl DocumentService {
             .filter(|key| !catalog.contains_key(*key))
             .collect();
         for (tenant, id) in strays {
-            self.apply(tenant, id, None, None).await?;
+            self.apply(tenant, id, None).await?;
             report.removed.push(format!("{tenant}/{id}"));
         }
         Ok(report)
