@@ -1,10 +1,12 @@
 """Aggregate generation throughput through the HTTP API: N concurrent
-OpenAI-style chat completions (retrieval off, end-of-turn tokens banned so
-each generates exactly max_tokens), with the official openai client.
+streamed OpenAI-style chat completions (retrieval off, end-of-turn tokens
+banned so each generates exactly max_tokens), with the official openai
+client; each request's time to its first content chunk.
 
     python bench/generate_http.py BASE_URL TOKEN MODEL MAX_TOKENS CONCURRENCY...
 """
 import asyncio
+import statistics
 import sys
 import time
 
@@ -23,14 +25,25 @@ QUESTIONS = [
 
 
 async def one(client, model, max_tokens, i):
-    r = await client.chat.completions.create(
+    """(completion tokens, ms to the first content chunk)"""
+    t0 = time.perf_counter()
+    first = None
+    tokens = 0
+    stream = await client.chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
         max_tokens=max_tokens,
         logit_bias={"151645": -100, "151643": -100},
         extra_body={"sovra": {"retrieval": False}},
+        stream=True,
+        stream_options={"include_usage": True},
     )
-    return r.usage.completion_tokens
+    async for chunk in stream:
+        if first is None and chunk.choices and chunk.choices[0].delta.content:
+            first = (time.perf_counter() - t0) * 1e3
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+    return tokens, first if first is not None else float("nan")
 
 
 async def main() -> None:
@@ -39,9 +52,11 @@ async def main() -> None:
     await one(client, model, 4, 0)
     for n in [int(x) for x in sys.argv[5:]]:
         t0 = time.perf_counter()
-        tokens = await asyncio.gather(*(one(client, model, max_tokens, i) for i in range(n)))
+        results = await asyncio.gather(*(one(client, model, max_tokens, i) for i in range(n)))
         wall = time.perf_counter() - t0
-        print(f"http concurrency={n} requests={n} completion_tokens={sum(tokens)} wall_s={wall:.2f} tok_s={sum(tokens) / wall:.2f}")
+        tokens = sum(r[0] for r in results)
+        ttft = statistics.median(r[1] for r in results)
+        print(f"http concurrency={n} requests={n} completion_tokens={tokens} wall_s={wall:.2f} tok_s={tokens / wall:.2f} median_ttft_ms={ttft:.0f}")
 
 
 if __name__ == "__main__":

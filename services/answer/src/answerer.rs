@@ -87,6 +87,8 @@ pub struct RetrievalReport {
 /// An answer ready to generate: its retrieval, its prompt, its sampling.
 pub struct Prepared {
     generation: Arc<GenerationQueue>,
+    /// The asking principal's tenant: the queue's fair share is per tenant.
+    tenant: String,
     /// `None` for a conversation without retrieval.
     question: Option<String>,
     language: Language,
@@ -145,7 +147,7 @@ impl Prepared {
         };
         let handle = self
             .generation
-            .submit(text, self.sampling)
+            .submit(&self.tenant, text, self.sampling)
             .map_err(|full| AnswerError::Busy {
                 waiting: full.waiting,
             })?;
@@ -354,6 +356,7 @@ impl Answerer {
                         .await?;
                 return Ok(Prepared {
                     generation: self.generation.clone(),
+                    tenant: principal.tenant.clone(),
                     question: None,
                     language: Language::English,
                     retrieval: None,
@@ -405,6 +408,7 @@ impl Answerer {
         };
         Ok(Prepared {
             generation: self.generation.clone(),
+            tenant: principal.tenant.clone(),
             question: Some(q.text),
             language,
             retrieval: Some(Arc::new(retrieval)),

@@ -137,10 +137,21 @@ pub struct GeneratorSettings {
     pub cuda_library: Option<PathBuf>,
     /// ONNX Runtime intra-op threads per generation.
     pub intra_threads: usize,
-    /// Generations run at the same time; each holds its own session.
+    /// Generations decoded together in one batch (continuous batching);
+    /// each holds a KV cache slot of `context_tokens` tokens.
     pub workers: usize,
-    /// Requests that may wait for a worker; past it, 429 with Retry-After.
+    /// Requests that may wait for a batch slot; past it, 429 with Retry-After.
     pub queue_capacity: usize,
+    /// The share of the waiting places one tenant may hold (0 < share <= 1),
+    /// so another tenant's request still finds room.
+    pub tenant_queue_share: f64,
+    /// Most prompt tokens prefilled in one step; a longer prompt is read in
+    /// chunks between the decoding steps of the others.
+    pub prefill_chunk_tokens: usize,
+    /// A generation's output does not depend on the load: a lone sequence
+    /// decodes beside a placeholder row, taking the same arithmetic path as
+    /// in a batch (costs a lone sequence some decoding speed).
+    pub batch_invariant: bool,
     pub retry_after_secs: u64,
     /// Prompt plus completion, in tokens (at most the model's context).
     pub context_tokens: usize,
@@ -161,8 +172,11 @@ impl Default for GeneratorSettings {
             cuda_device: 0,
             cuda_library: None,
             intra_threads: 2,
-            workers: 1,
-            queue_capacity: 8,
+            workers: 8,
+            queue_capacity: 16,
+            tenant_queue_share: 0.5,
+            prefill_chunk_tokens: 512,
+            batch_invariant: true,
             retry_after_secs: 5,
             context_tokens: 4096,
             default_max_tokens: 256,
@@ -1007,6 +1021,18 @@ impl Settings {
         if g.workers == 0 {
             return Err(ConfigError::Invalid {
                 key: "generator.workers",
+                message: "must be at least 1".into(),
+            });
+        }
+        if !(g.tenant_queue_share > 0.0 && g.tenant_queue_share <= 1.0) {
+            return Err(ConfigError::Invalid {
+                key: "generator.tenant_queue_share",
+                message: "must be above 0 and at most 1".into(),
+            });
+        }
+        if g.prefill_chunk_tokens == 0 {
+            return Err(ConfigError::Invalid {
+                key: "generator.prefill_chunk_tokens",
                 message: "must be at least 1".into(),
             });
         }

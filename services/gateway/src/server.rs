@@ -173,7 +173,10 @@ pub fn open_generator(
             provider,
             cuda_device: g.cuda_device,
             intra_threads: g.intra_threads,
-            sessions: g.workers,
+            slots: g.workers,
+            context_tokens: g.context_tokens,
+            prefill_chunk: g.prefill_chunk_tokens,
+            batch_invariant: g.batch_invariant,
         },
     )?;
     let provider_label = match provider {
@@ -191,6 +194,7 @@ pub fn open_generator(
         Arc::new(generator),
         g.workers,
         g.queue_capacity,
+        g.tenant_queue_share,
     )))
 }
 

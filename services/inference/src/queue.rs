@@ -1,13 +1,19 @@
-//! A bounded queue in front of a [`Generator`]: at most `workers`
-//! generations run at once, at most `capacity` more wait; past that the
-//! caller is told to come back later. Each generation streams its text
-//! through a channel; when the receiver is dropped (the client went away)
-//! the generation stops at its next step.
+//! A bounded, fair queue in front of a [`Generator`]: at most `slots`
+//! generations run at once (the batch the generator decodes together), at
+//! most `capacity` more wait; past that the caller is told to come back
+//! later. One tenant may hold at most its share of the waiting places, and
+//! a freed slot goes to the waiting tenant with the fewest generations
+//! running (oldest first among equals), so one busy tenant cannot starve
+//! the others. Each generation streams its text through a channel; when
+//! the receiver is dropped (the client went away) the generation stops at
+//! its next step, or leaves the queue if it had not started.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::InferenceError;
 use crate::generate::{Generation, Generator, SamplingParams};
@@ -29,33 +35,135 @@ pub struct QueueFull {
     pub waiting: usize,
 }
 
-pub struct GenerationQueue {
-    generator: Arc<dyn Generator>,
-    workers: Arc<Semaphore>,
-    worker_count: usize,
-    capacity: usize,
-    /// Generations admitted and not finished (running + waiting).
-    admitted: Arc<AtomicUsize>,
+/// Who waits and who runs.
+#[derive(Default)]
+struct Dispatch {
+    running: usize,
+    running_by_tenant: HashMap<String, usize>,
+    /// Per tenant, its waiting generations in arrival order.
+    waiting: HashMap<String, VecDeque<Ticket>>,
+    waiting_count: usize,
+    next_ticket: u64,
 }
 
-/// Decrements the admitted count when a generation is over, however it ends.
-struct Admission(Arc<AtomicUsize>);
+struct Ticket {
+    id: u64,
+    go: oneshot::Sender<()>,
+}
 
-impl Drop for Admission {
+impl Dispatch {
+    /// Starts waiting generations while slots are free: each time the
+    /// tenant with the fewest running, the oldest ticket among equals.
+    fn fill(&mut self, slots: usize) {
+        while self.running < slots {
+            let next = self
+                .waiting
+                .iter()
+                .filter_map(|(tenant, q)| {
+                    q.front().map(|t| {
+                        let running = self.running_by_tenant.get(tenant).copied().unwrap_or(0);
+                        (running, t.id, tenant.clone())
+                    })
+                })
+                .min();
+            let Some((_, _, tenant)) = next else {
+                return;
+            };
+            let Some(ticket) = self.waiting.get_mut(&tenant).and_then(VecDeque::pop_front) else {
+                return;
+            };
+            if self.waiting.get(&tenant).is_some_and(VecDeque::is_empty) {
+                self.waiting.remove(&tenant);
+            }
+            self.waiting_count -= 1;
+            // Counted as running even if its task is just leaving: the
+            // task's `Place` settles it (withdrawing finds no ticket).
+            let _ = ticket.go.send(());
+            self.running += 1;
+            *self.running_by_tenant.entry(tenant).or_insert(0) += 1;
+        }
+    }
+
+    fn finish(&mut self, tenant: &str, slots: usize) {
+        self.running = self.running.saturating_sub(1);
+        if let Some(n) = self.running_by_tenant.get_mut(tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.running_by_tenant.remove(tenant);
+            }
+        }
+        self.fill(slots);
+    }
+
+    /// Removes a ticket that never started (its caller left).
+    fn withdraw(&mut self, tenant: &str, id: u64) -> bool {
+        let Some(q) = self.waiting.get_mut(tenant) else {
+            return false;
+        };
+        let before = q.len();
+        q.retain(|t| t.id != id);
+        let removed = q.len() < before;
+        if q.is_empty() {
+            self.waiting.remove(tenant);
+        }
+        if removed {
+            self.waiting_count -= 1;
+        }
+        removed
+    }
+}
+
+pub struct GenerationQueue {
+    generator: Arc<dyn Generator>,
+    dispatch: Arc<Mutex<Dispatch>>,
+    slots: usize,
+    capacity: usize,
+    /// Most waiting places one tenant may hold.
+    tenant_cap: usize,
+}
+
+/// Settles a generation's place however its task ends.
+struct Place {
+    dispatch: Arc<Mutex<Dispatch>>,
+    tenant: String,
+    slots: usize,
+    started: bool,
+    ticket: u64,
+}
+
+impl Drop for Place {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        if let Ok(mut d) = self.dispatch.lock() {
+            if self.started {
+                d.finish(&self.tenant, self.slots);
+            } else if !d.withdraw(&self.tenant, self.ticket) {
+                // Dispatched while its caller was leaving: it holds a slot.
+                d.finish(&self.tenant, self.slots);
+            }
+        }
     }
 }
 
 impl GenerationQueue {
-    pub fn new(generator: Arc<dyn Generator>, workers: usize, capacity: usize) -> Self {
-        let workers = workers.max(1);
+    /// `slots` generations at once, `capacity` more waiting, one tenant at
+    /// most `tenant_share` of the waiting places (at least one).
+    pub fn new(
+        generator: Arc<dyn Generator>,
+        slots: usize,
+        capacity: usize,
+        tenant_share: f64,
+    ) -> Self {
+        let share = if tenant_share > 0.0 && tenant_share <= 1.0 {
+            tenant_share
+        } else {
+            1.0
+        };
         Self {
             generator,
-            workers: Arc::new(Semaphore::new(workers)),
-            worker_count: workers,
+            dispatch: Arc::new(Mutex::new(Dispatch::default())),
+            slots: slots.max(1),
             capacity,
-            admitted: Arc::new(AtomicUsize::new(0)),
+            tenant_cap: ((capacity as f64 * share).floor() as usize).max(1),
         }
     }
 
@@ -65,41 +173,71 @@ impl GenerationQueue {
 
     /// Generations running or waiting now.
     pub fn admitted(&self) -> usize {
-        self.admitted.load(Ordering::SeqCst)
+        self.dispatch
+            .lock()
+            .map(|d| d.running + d.waiting_count)
+            .unwrap_or(0)
     }
 
-    /// Admits a generation, or refuses it at once when the queue is full.
-    /// Must be called within a Tokio runtime.
+    /// Admits a generation for `tenant`, or refuses it at once when the
+    /// queue, or the tenant's share of it, is full. Must be called within a
+    /// Tokio runtime.
     pub fn submit(
         &self,
+        tenant: &str,
         prompt: String,
         params: SamplingParams,
     ) -> Result<GenerationHandle, QueueFull> {
-        let limit = self.worker_count + self.capacity;
-        let admitted = self
-            .admitted
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .map_err(|n| QueueFull {
-                waiting: n.saturating_sub(self.worker_count),
-            })?;
-        tracing::debug!(admitted = admitted + 1, "generation admitted");
-        let admission = Admission(self.admitted.clone());
+        let submitted = Instant::now();
+        let (go_tx, go_rx) = oneshot::channel();
+        let ticket = {
+            let mut d = self.dispatch.lock().map_err(|_| QueueFull { waiting: 0 })?;
+            let tenant_waiting = d.waiting.get(tenant).map_or(0, VecDeque::len);
+            let full = d.running + d.waiting_count >= self.slots + self.capacity;
+            let tenant_full = d.running >= self.slots && tenant_waiting >= self.tenant_cap;
+            if full || tenant_full {
+                return Err(QueueFull {
+                    waiting: d.waiting_count,
+                });
+            }
+            d.next_ticket += 1;
+            let id = d.next_ticket;
+            d.waiting
+                .entry(tenant.to_owned())
+                .or_default()
+                .push_back(Ticket { id, go: go_tx });
+            d.waiting_count += 1;
+            d.fill(self.slots);
+            id
+        };
+        tracing::debug!(tenant, ticket, "generation admitted");
+        let mut place = Place {
+            dispatch: Arc::clone(&self.dispatch),
+            tenant: tenant.to_owned(),
+            slots: self.slots,
+            started: false,
+            ticket,
+        };
         let (tx, rx) = mpsc::channel(64);
         let cancel = Arc::new(AtomicBool::new(false));
         let cancelled = cancel.clone();
-        let workers = self.workers.clone();
         let generator = self.generator.clone();
         let span = tracing::Span::current();
         tokio::spawn(async move {
-            let _admission = admission;
-            let Ok(_permit) = workers.acquire_owned().await else {
-                return;
-            };
+            tokio::select! {
+                go = go_rx => {
+                    if go.is_err() {
+                        return;
+                    }
+                    place.started = true;
+                }
+                _ = tx.closed() => return, // the caller left while waiting
+            }
+            let _place = place;
+            let queue_ms = submitted.elapsed().as_secs_f64() * 1e3;
             if cancelled.load(Ordering::SeqCst) || tx.send(GenerationEvent::Started).await.is_err()
             {
-                return; // the caller left while waiting
+                return;
             }
             let text_tx = tx.clone();
             let result = tokio::task::spawn_blocking(move || {
@@ -118,7 +256,10 @@ impl GenerationQueue {
             })
             .await;
             let event = match result {
-                Ok(Ok(g)) => GenerationEvent::Done(g),
+                Ok(Ok(mut g)) => {
+                    g.queue_ms = queue_ms;
+                    GenerationEvent::Done(g)
+                }
                 Ok(Err(e)) => GenerationEvent::Failed(e),
                 Err(e) => GenerationEvent::Failed(InferenceError::Runtime(format!(
                     "generation task failed: {e}"

@@ -27,12 +27,17 @@ fn tiny_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-llm")
 }
 
-fn tiny(sessions: usize) -> OnnxGenerator {
+fn tiny(slots: usize) -> OnnxGenerator {
+    tiny_with(slots, 512)
+}
+
+fn tiny_with(slots: usize, prefill_chunk: usize) -> OnnxGenerator {
     OnnxGenerator::load(
         &runtime(),
         &tiny_dir(),
         &GeneratorOptions {
-            sessions,
+            slots,
+            prefill_chunk,
             ..Default::default()
         },
     )
@@ -277,17 +282,17 @@ fn cuda_asked_for_without_a_cuda_runtime_is_an_error_not_a_fallback() {
 async fn the_queue_refuses_past_its_capacity_and_a_dropped_receiver_frees_the_worker() {
     let g: Arc<dyn Generator> = Arc::new(tiny(1));
     let eos: Vec<(u32, f32)> = vec![(2, -100.0)];
-    let queue = GenerationQueue::new(g, 1, 1);
+    let queue = GenerationQueue::new(g, 1, 1, 1.0);
     let long = SamplingParams {
         max_tokens: 3000,
         logit_bias: eos,
         ..Default::default()
     };
     let prompt = expected().prompt;
-    let mut first = queue.submit(prompt.clone(), long.clone()).unwrap();
+    let mut first = queue.submit("t", prompt.clone(), long.clone()).unwrap();
     assert!(matches!(first.recv().await, Some(GenerationEvent::Started)));
-    let mut second = queue.submit(prompt.clone(), long.clone()).unwrap();
-    let refused = queue.submit(prompt.clone(), long.clone()).unwrap_err();
+    let mut second = queue.submit("t", prompt.clone(), long.clone()).unwrap();
+    let refused = queue.submit("t", prompt.clone(), long.clone()).unwrap_err();
     assert_eq!(refused.waiting, 1);
     // Dropping the first receiver cancels it; the second then starts.
     drop(first);
@@ -304,6 +309,7 @@ async fn the_queue_refuses_past_its_capacity_and_a_dropped_receiver_frees_the_wo
     assert_eq!(queue.admitted(), 0);
     let mut third = queue
         .submit(
+            "t",
             prompt,
             SamplingParams {
                 max_tokens: 3,
@@ -373,4 +379,45 @@ fn a_float16_model_built_for_cuda_runs_the_same_loop() {
     )
     .1;
     assert!(out.completion_tokens >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_holds_at_most_its_share_and_a_freed_slot_goes_to_the_tenant_with_fewest_running()
+ {
+    let g: Arc<dyn Generator> = Arc::new(tiny(2));
+    let long = SamplingParams {
+        max_tokens: 3000,
+        logit_bias: vec![(2, -100.0)],
+        ..Default::default()
+    };
+    let prompt = expected().prompt;
+    // Two slots, four waiting places, one tenant at most half of them.
+    let queue = GenerationQueue::new(g, 2, 4, 0.5);
+    let submit = |tenant: &str| queue.submit(tenant, prompt.clone(), long.clone());
+    let mut a1 = submit("a").unwrap();
+    let mut a2 = submit("a").unwrap();
+    for h in [&mut a1, &mut a2] {
+        assert!(matches!(h.recv().await, Some(GenerationEvent::Started)));
+    }
+    let mut a3 = submit("a").unwrap();
+    let _a4 = submit("a").unwrap();
+    // Tenant a holds its two waiting places; the queue still has room for b.
+    assert!(submit("a").is_err());
+    let mut b1 = submit("b").unwrap();
+    assert_eq!(queue.admitted(), 5);
+    // a1 leaves: a3 waited longer, but b has nothing running.
+    drop(a1);
+    let started = tokio::time::timeout(std::time::Duration::from_secs(20), b1.recv()).await;
+    assert!(matches!(started, Ok(Some(GenerationEvent::Started))));
+    let a3_started = tokio::time::timeout(std::time::Duration::from_millis(300), a3.recv()).await;
+    assert!(a3_started.is_err(), "a3 started before b1's turn was over");
+    // A caller that leaves while waiting frees its place at once.
+    drop(a3);
+    for _ in 0..100 {
+        if queue.admitted() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(queue.admitted(), 3);
 }

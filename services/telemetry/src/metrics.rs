@@ -20,6 +20,12 @@ pub struct Metrics {
     /// Prompt and completion tokens, by `kind`.
     pub generation_tokens: IntCounterVec,
     pub generation_first_token_seconds: Histogram,
+    /// Time a generation waited in the queue for a batch slot.
+    pub generation_queue_seconds: Histogram,
+    /// Sequences decoded together, averaged over a generation's steps.
+    pub generation_batch_size: Histogram,
+    /// A generation's own decoding speed (after its first token).
+    pub generation_decode_tokens_per_second: Histogram,
     /// Generations by finish reason (`stop`, `length`, `cancelled`, `error`, `queue_full`).
     pub generations: IntCounterVec,
     /// The last catalog change this replica applied to its indexes.
@@ -98,6 +104,31 @@ impl Metrics {
             )
             .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
         ))?;
+        let generation_queue_seconds = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "generation_queue_seconds",
+                "Time a generation waited in the queue for a batch slot",
+            )
+            .buckets(vec![
+                0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        ))?;
+        let generation_batch_size = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "generation_batch_size",
+                "Sequences decoded together, averaged over a generation's decoding steps",
+            )
+            .buckets(vec![1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0]),
+        ))?;
+        let generation_decode_tokens_per_second = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "generation_decode_tokens_per_second",
+                "One generation's decoding speed after its first token",
+            )
+            .buckets(vec![
+                1.0, 5.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 150.0, 250.0, 500.0,
+            ]),
+        ))?;
         let generations = must(IntCounterVec::new(
             Opts::new("generations_total", "Generations by outcome"),
             &["outcome"],
@@ -129,6 +160,9 @@ impl Metrics {
             Box::new(generator_info.clone()),
             Box::new(generation_tokens.clone()),
             Box::new(generation_first_token_seconds.clone()),
+            Box::new(generation_queue_seconds.clone()),
+            Box::new(generation_batch_size.clone()),
+            Box::new(generation_decode_tokens_per_second.clone()),
             Box::new(generations.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_duration.clone()),
@@ -150,6 +184,9 @@ impl Metrics {
             generator_info,
             generation_tokens,
             generation_first_token_seconds,
+            generation_queue_seconds,
+            generation_batch_size,
+            generation_decode_tokens_per_second,
             generations,
             replication_applied_seq,
             replication_lag_seconds,

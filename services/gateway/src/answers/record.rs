@@ -70,9 +70,16 @@ pub fn observe(state: &AppState, g: &Generation) {
     m.generation_tokens
         .with_label_values(&["completion"])
         .inc_by(g.completion_tokens as u64);
+    m.generation_queue_seconds.observe(g.queue_ms / 1e3);
     if g.completion_tokens > 0 {
         m.generation_first_token_seconds
             .observe(g.first_token_ms / 1e3);
+        m.generation_batch_size.observe(g.mean_batch);
+    }
+    let decode_ms = g.total_ms - g.first_token_ms;
+    if g.completion_tokens > 1 && decode_ms > 0.0 {
+        m.generation_decode_tokens_per_second
+            .observe((g.completion_tokens - 1) as f64 / (decode_ms / 1e3));
     }
     m.generations
         .with_label_values(&[g.finish_reason.as_str()])

@@ -2,6 +2,7 @@
 //! ([`OnnxGenerator`]: prefill, then incremental decode with a KV cache),
 //! sampling, the model's own chat template, and stop handling.
 
+mod batch;
 mod onnx;
 mod sampling;
 mod template;
@@ -101,6 +102,10 @@ pub struct Generation {
     /// From the call to the first generated token (prefill included).
     pub first_token_ms: f64,
     pub total_ms: f64,
+    /// Waiting in the queue before decoding started (set by the queue).
+    pub queue_ms: f64,
+    /// Sequences decoded together, averaged over this one's decoding steps.
+    pub mean_batch: f64,
 }
 
 /// Produces text from a prompt. Blocking: call from a blocking thread.

@@ -6,7 +6,8 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
 use ort::session::builder::GraphOptimizationLevel;
@@ -15,7 +16,7 @@ use ort::value::{DynValue, Tensor, TensorElementType};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
-use super::sampling::Sampler;
+use super::batch::{CacheShape, Engine, Job, Step};
 use super::template::ChatTemplate;
 use super::text::TextStream;
 use super::{ChatMessage, FinishReason, Generation, Generator, SamplingParams};
@@ -97,7 +98,7 @@ impl DecoderConfig {
         })
     }
 
-    fn past_names(&self) -> Vec<String> {
+    pub(super) fn past_names(&self) -> Vec<String> {
         (0..self.layers)
             .flat_map(|i| {
                 [
@@ -108,7 +109,7 @@ impl DecoderConfig {
             .collect()
     }
 
-    fn present_names(&self) -> Vec<String> {
+    pub(super) fn present_names(&self) -> Vec<String> {
         (0..self.layers)
             .flat_map(|i| {
                 [
@@ -120,40 +121,16 @@ impl DecoderConfig {
     }
 }
 
-/// Sessions shared by concurrent generations: each generation checks one
-/// out for its whole length (a KV cache belongs to one sequence).
-struct SessionPool {
-    idle: Mutex<Vec<Session>>,
-    returned: Condvar,
-}
-
-impl SessionPool {
-    fn take(&self) -> Result<Session, InferenceError> {
-        let mut idle = self
-            .idle
-            .lock()
-            .map_err(|_| rt("session pool lock poisoned"))?;
-        loop {
-            if let Some(s) = idle.pop() {
-                return Ok(s);
-            }
-            idle = self
-                .returned
-                .wait(idle)
-                .map_err(|_| rt("session pool lock poisoned"))?;
-        }
-    }
-
-    fn give_back(&self, s: Session) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push(s);
-            self.returned.notify_one();
-        }
-    }
-}
-
 pub struct OnnxGenerator {
-    pool: SessionPool,
+    engine: Engine,
+    /// A session of its own for [`Self::logits_without_cache`] (tests),
+    /// built on first use.
+    reference: Mutex<Option<Session>>,
+    env: &'static ort::environment::Environment,
+    model_path: PathBuf,
+    options: GeneratorOptions,
+    /// Tokens of prompt and completion together (the KV cache's length).
+    context: usize,
     tokenizer: Tokenizer,
     template: ChatTemplate,
     config: DecoderConfig,
@@ -170,8 +147,17 @@ pub struct GeneratorOptions {
     pub provider: ExecutionProvider,
     pub cuda_device: i32,
     pub intra_threads: usize,
-    /// Sessions, i.e. generations that may run at the same time.
-    pub sessions: usize,
+    /// Sequences decoded together (KV cache slots).
+    pub slots: usize,
+    /// Prompt plus completion per sequence; 0: the model's own context.
+    /// Each slot's cache holds this many tokens.
+    pub context_tokens: usize,
+    /// Most prompt tokens prefilled in one step, between decoding steps of
+    /// the other sequences.
+    pub prefill_chunk: usize,
+    /// A sequence's output does not depend on whether it ran alone or in a
+    /// batch (a lone sequence decodes beside a placeholder row).
+    pub batch_invariant: bool,
 }
 
 impl Default for GeneratorOptions {
@@ -180,7 +166,10 @@ impl Default for GeneratorOptions {
             provider: ExecutionProvider::Cpu,
             cuda_device: 0,
             intra_threads: 2,
-            sessions: 1,
+            slots: 1,
+            context_tokens: 0,
+            prefill_chunk: 512,
+            batch_invariant: true,
         }
     }
 }
@@ -212,11 +201,8 @@ impl OnnxGenerator {
         let template = ChatTemplate::new(chat_template(dir)?)?;
         let model_id = model_id(dir);
 
-        let mut sessions = Vec::with_capacity(options.sessions.max(1));
-        for _ in 0..options.sessions.max(1) {
-            sessions.push(build_session(env, &model, options)?);
-        }
-        let first = sessions.first().ok_or_else(|| rt("no session was built"))?;
+        let session = build_session(env, &model, options)?;
+        let first = &session;
         let names: Vec<&str> = first.inputs().iter().map(|o| o.name()).collect();
         for required in ["input_ids", "attention_mask"]
             .into_iter()
@@ -246,19 +232,40 @@ impl OnnxGenerator {
                 "unsupported KV cache type {kv_type:?}"
             )));
         }
+        let context = match options.context_tokens {
+            0 => config.context_length,
+            n => n.min(config.context_length),
+        };
+        let slots = options.slots.max(1);
         tracing::info!(
             model = %model_id,
             layers = config.layers,
-            context = config.context_length,
+            context,
             provider = ?options.provider,
-            sessions = sessions.len(),
+            slots,
             "generator loaded"
         );
-        Ok(Self {
-            pool: SessionPool {
-                idle: Mutex::new(sessions),
-                returned: Condvar::new(),
+        let engine = Engine::start(
+            session,
+            config.clone(),
+            kv_type,
+            has_position_ids,
+            CacheShape {
+                slots,
+                max_len: context,
+                prefill_chunk: options.prefill_chunk,
+                cuda_device: (options.provider == ExecutionProvider::Cuda)
+                    .then_some(options.cuda_device),
+                batch_invariant: options.batch_invariant,
             },
+        )?;
+        Ok(Self {
+            engine,
+            reference: Mutex::new(None),
+            env,
+            model_path: model,
+            options: options.clone(),
+            context,
             tokenizer,
             template,
             config,
@@ -376,85 +383,107 @@ impl OnnxGenerator {
         Ok((logits, present))
     }
 
-    /// Logits of the last position for every prefix of `ids`, computed
-    /// without a cache (each prefix from scratch): the reference the cached
+    /// Logits of the last position of `ids`, computed without a cache
+    /// (from scratch, in a session of its own): the reference the cached
     /// loop is tested against.
     pub fn logits_without_cache(&self, ids: &[u32]) -> Result<Vec<f32>, InferenceError> {
-        let mut session = self.pool.take()?;
-        let result = self
-            .empty_past()
-            .and_then(|past| self.step(&mut session, ids, past, 0));
-        self.pool.give_back(session);
-        result.map(|(logits, _)| logits)
+        let mut reference = self
+            .reference
+            .lock()
+            .map_err(|_| rt("reference session lock poisoned"))?;
+        if reference.is_none() {
+            *reference = Some(build_session(self.env, &self.model_path, &self.options)?);
+        }
+        let session = reference
+            .as_mut()
+            .ok_or_else(|| rt("no reference session"))?;
+        let past = self.empty_past()?;
+        self.step(session, ids, past, 0).map(|(logits, _)| logits)
     }
 
-    /// Greedy continuation token by token with the cache, returning each
-    /// step's logits (for tests against [`Self::logits_without_cache`]).
+    /// Greedy continuation of `prompt` for `steps` tokens through the
+    /// batching engine (its KV cache), returning each step's logits (for
+    /// tests against [`Self::logits_without_cache`]).
     pub fn logits_with_cache(
         &self,
         prompt: &[u32],
         steps: usize,
     ) -> Result<(Vec<u32>, Vec<Vec<f32>>), InferenceError> {
-        let mut session = self.pool.take()?;
-        let result = (|| {
-            let mut past = self.empty_past()?;
-            let mut past_len = 0;
-            let mut feed = prompt.to_vec();
-            let mut tokens = Vec::new();
-            let mut all = Vec::new();
-            for _ in 0..steps {
-                let (logits, present) = self.step(&mut session, &feed, past, past_len)?;
-                past_len += feed.len();
-                past = present;
-                let next = super::sampling::argmax(&logits);
-                all.push(logits);
-                tokens.push(next);
-                feed = vec![next];
+        let params = SamplingParams {
+            max_tokens: steps,
+            ..SamplingParams::default()
+        };
+        let (tx, rx) = mpsc::channel();
+        self.engine.submit(Job {
+            prompt: prompt.to_vec(),
+            params,
+            max_tokens: steps,
+            cancel: Arc::new(AtomicBool::new(false)),
+            steps: tx,
+            trace_logits: true,
+            ignore_eos: true,
+        })?;
+        let mut tokens = Vec::new();
+        let mut all = Vec::new();
+        loop {
+            match rx.recv() {
+                Ok(Step::Logits(l)) => all.push(l),
+                Ok(Step::Token(t)) => tokens.push(t),
+                Ok(Step::End { .. }) => return Ok((tokens, all)),
+                Ok(Step::Failed(e)) => return Err(e),
+                Err(_) => return Err(rt("the decoding thread stopped")),
             }
-            Ok((tokens, all))
-        })();
-        self.pool.give_back(session);
-        result
+        }
     }
 
+    /// One sequence through the batching engine: its tokens become text
+    /// here, in the caller's thread (stop sequences, streaming), while the
+    /// engine decodes it together with the others.
     fn run(
         &self,
-        session: &mut Session,
         prompt: &[u32],
         params: &SamplingParams,
         on_text: &mut dyn FnMut(&str) -> bool,
         started: Instant,
     ) -> Result<Generation, InferenceError> {
-        let budget = self.context_tokens().saturating_sub(prompt.len());
+        let budget = self.context.saturating_sub(prompt.len());
         let max_tokens = params.max_tokens.min(budget);
-        let mut sampler = Sampler::new(params);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        self.engine.submit(Job {
+            prompt: prompt.to_vec(),
+            params: params.clone(),
+            max_tokens,
+            cancel: Arc::clone(&cancel),
+            steps: tx,
+            trace_logits: false,
+            ignore_eos: false,
+        })?;
+        // The engine stops the sequence at its next step when this returns
+        // early (a stop sequence, the caller gone, an error).
+        let _stop = StopOnDrop(cancel);
         let mut text = TextStream::new(&params.stop);
         let mut generated: Vec<u32> = Vec::new();
-        let mut past = self.empty_past()?;
-        let mut past_len = 0usize;
-        let mut feed: Vec<u32> = prompt.to_vec();
-        let mut first_token_ms = 0.0;
+        let mut first_token_ms = None;
         let mut decoded = String::new();
+        let mut mean_batch = 0.0;
         let finish = loop {
-            if generated.len() >= max_tokens {
-                break FinishReason::Length;
+            let step = rx.recv().map_err(|_| rt("the decoding thread stopped"))?;
+            if first_token_ms.is_none() {
+                first_token_ms = Some(started.elapsed().as_secs_f64() * 1e3);
             }
-            let span = if past_len == 0 {
-                tracing::debug_span!("prefill", tokens = feed.len())
-            } else {
-                tracing::trace_span!("decode_step")
+            let next = match step {
+                Step::Token(t) => t,
+                Step::Logits(_) => continue,
+                Step::End {
+                    reason,
+                    mean_batch: m,
+                } => {
+                    mean_batch = m;
+                    break reason;
+                }
+                Step::Failed(e) => return Err(e),
             };
-            let (mut logits, present) =
-                span.in_scope(|| self.step(session, &feed, past, past_len))?;
-            past_len += feed.len();
-            past = present;
-            let next = sampler.sample(&mut logits, &generated);
-            if generated.is_empty() {
-                first_token_ms = started.elapsed().as_secs_f64() * 1e3;
-            }
-            if self.config.eos_token_ids.contains(&next) {
-                break FinishReason::Stop;
-            }
             generated.push(next);
             decoded = self.decode(&generated)?;
             let (piece, stopped) = text.push(&decoded);
@@ -465,22 +494,18 @@ impl OnnxGenerator {
                 decoded.truncate(text.emitted());
                 break FinishReason::Stop;
             }
-            feed = vec![next];
         };
+        let first_token_ms = first_token_ms.unwrap_or(0.0);
+        let mut finish = finish;
         if finish != FinishReason::Cancelled {
             let rest = text.finish(&decoded);
             if !rest.is_empty() && !on_text(rest) {
-                return Ok(self.finished(
-                    decoded,
-                    prompt,
-                    &generated,
-                    FinishReason::Cancelled,
-                    first_token_ms,
-                    started,
-                ));
+                finish = FinishReason::Cancelled;
             }
         }
-        Ok(self.finished(decoded, prompt, &generated, finish, first_token_ms, started))
+        let mut g = self.finished(decoded, prompt, &generated, finish, first_token_ms, started);
+        g.mean_batch = mean_batch;
+        Ok(g)
     }
 
     fn finished(
@@ -499,7 +524,18 @@ impl OnnxGenerator {
             finish_reason,
             first_token_ms,
             total_ms: started.elapsed().as_secs_f64() * 1e3,
+            queue_ms: 0.0,
+            mean_batch: 0.0,
         }
+    }
+}
+
+/// Stops a sequence in the engine when its caller is done with it.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -577,7 +613,7 @@ impl Generator for OnnxGenerator {
     }
 
     fn context_tokens(&self) -> usize {
-        self.config.context_length
+        self.context
     }
 
     fn vocab_size(&self) -> usize {
@@ -654,9 +690,7 @@ impl Generator for OnnxGenerator {
             finish_reason = tracing::field::Empty,
         );
         let _entered = span.enter();
-        let mut session = self.pool.take()?;
-        let result = self.run(&mut session, &ids, params, on_text, started);
-        self.pool.give_back(session);
+        let result = self.run(&ids, params, on_text, started);
         if let Ok(g) = &result {
             span.record("completion_tokens", g.completion_tokens);
             span.record("finish_reason", g.finish_reason.as_str());
