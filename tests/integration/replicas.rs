@@ -1,6 +1,8 @@
-//! Two gateways on one PostgreSQL catalog, each with its own indexes: what
-//! one replica serves is checked against the catalog, so a change made
-//! through the other is never undone by a lagging index.
+//! Two gateways on one PostgreSQL catalog, each with its own Tantivy index
+//! and, unless `QDRANT_URL` names a Qdrant server they then share, its own
+//! qdrant-edge store: what one replica serves is checked against the
+//! catalog, so a change made through the other is never undone by a lagging
+//! index.
 
 use serde_json::{Value, json};
 
@@ -24,10 +26,40 @@ async fn write(s: &Server, token: &str, text: &str, groups: &[&str]) -> u16 {
         .as_u16()
 }
 
+/// A replica's options: on PostgreSQL, and, when `QDRANT_URL` is set, on
+/// one Qdrant collection shared by both replicas of a test (else each
+/// replica's own qdrant-edge store, fed by the change sequence; a notice
+/// says so).
+fn replica(collection: &str, follow: bool) -> Options {
+    let mut env = Vec::new();
+    if !follow {
+        env.push(("SOVRA__REPLICATION__FOLLOW".into(), "false".into()));
+    }
+    match std::env::var("QDRANT_URL") {
+        Ok(url) => env.extend([
+            ("SOVRA__VECTORS__BACKEND".into(), "qdrant".into()),
+            ("SOVRA__VECTORS__URL".into(), url),
+            ("SOVRA__VECTORS__COLLECTION".into(), collection.into()),
+        ]),
+        Err(_) => {
+            eprintln!("NOTICE: QDRANT_URL is not set; each replica runs its own qdrant-edge store")
+        }
+    }
+    Options {
+        env,
+        ..Options::new(Db::Postgres)
+    }
+}
+
+fn collection() -> String {
+    format!("sovra_replicas_{}", uuid::Uuid::now_v7().simple())
+}
+
 #[tokio::test]
 async fn a_lagging_replica_serves_neither_revoked_nor_replaced_text() {
     let pg = pg_fresh().await;
-    let a = Server::start_with(Options::new(Db::Postgres), Some(pg.url.clone())).await;
+    let shared = collection();
+    let a = Server::start_with(replica(&shared, true), Some(pg.url.clone())).await;
     let ing = hs256(&claims("ann", "bank", &["ingester"], &["board"]));
     let staff = hs256(&claims("sam", "bank", &["reader"], &["staff"]));
     let board = hs256(&claims("bea", "bank", &["reader"], &["board"]));
@@ -45,11 +77,7 @@ async fn a_lagging_replica_serves_neither_revoked_nor_replaced_text() {
     // board and staff, into B's own indexes. B does not follow the change
     // sequence: its indexes lag, as any replica's can, and only the check
     // against the catalog stands between them and the caller.
-    let lagging = Options {
-        env: vec![("SOVRA__REPLICATION__FOLLOW".into(), "false".into())],
-        ..Options::new(Db::Postgres)
-    };
-    let b = Server::start_with(lagging, Some(pg.url.clone())).await;
+    let b = Server::start_with(replica(&shared, false), Some(pg.url.clone())).await;
     for mode in ["lexical", "dense", "hybrid"] {
         assert_eq!(
             search(&b, &staff, "quarterly bonus pool", mode).await.len(),
@@ -141,8 +169,9 @@ where
 #[tokio::test]
 async fn changes_on_one_replica_reach_the_other_within_two_seconds() {
     let pg = pg_fresh().await;
-    let a = Server::start_with(Options::new(Db::Postgres), Some(pg.url.clone())).await;
-    let mut b = Server::start_with(Options::new(Db::Postgres), Some(pg.url.clone())).await;
+    let shared = collection();
+    let a = Server::start_with(replica(&shared, true), Some(pg.url.clone())).await;
+    let mut b = Server::start_with(replica(&shared, true), Some(pg.url.clone())).await;
     let ing = hs256(&claims("ann", "bank", &["ingester"], &["board"]));
     let staff = hs256(&claims("sam", "bank", &["reader"], &["staff"]));
     let board = hs256(&claims("bea", "bank", &["reader"], &["board"]));
@@ -257,8 +286,9 @@ async fn two_replicas_under_load_share_one_chain_and_a_sigkill_loses_no_answered
     use std::time::Duration;
 
     let pg = pg_fresh().await;
-    let mut a = Server::start_with(Options::new(Db::Postgres), Some(pg.url.clone())).await;
-    let b = Server::start_with(Options::new(Db::Postgres), Some(pg.url.clone())).await;
+    let shared = collection();
+    let mut a = Server::start_with(replica(&shared, true), Some(pg.url.clone())).await;
+    let b = Server::start_with(replica(&shared, true), Some(pg.url.clone())).await;
     let stop = Arc::new(AtomicBool::new(false));
     let killer = crate::crash::sigkill_later(a.pid(), stop.clone(), Duration::from_millis(500));
     let (on_a, on_b) = tokio::join!(
@@ -307,15 +337,12 @@ async fn two_replicas_under_load_share_one_chain_and_a_sigkill_loses_no_answered
 #[tokio::test]
 async fn reconciliation_repairs_a_missed_acl_change_by_version() {
     let pg = pg_fresh().await;
-    let a = Server::start_with(Options::new(Db::Postgres), Some(pg.url.clone())).await;
+    let shared = collection();
+    let a = Server::start_with(replica(&shared, true), Some(pg.url.clone())).await;
     let ing = hs256(&claims("ann", "bank", &["ingester"], &["board"]));
     let text = "the quarterly bonus pool is four percent";
     assert_eq!(write(&a, &ing, text, &["board", "staff"]).await, 201);
-    let not_following = || Options {
-        env: vec![("SOVRA__REPLICATION__FOLLOW".into(), "false".into())],
-        ..Options::new(Db::Postgres)
-    };
-    let mut b = Server::start_with(not_following(), Some(pg.url.clone())).await;
+    let mut b = Server::start_with(replica(&shared, false), Some(pg.url.clone())).await;
     // Narrowed through A; B's indexes keep version 1 with staff in its ACL.
     assert_eq!(write(&a, &ing, text, &["board"]).await, 200);
     let before = b.stdout.lock().unwrap().len();

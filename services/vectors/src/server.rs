@@ -27,7 +27,7 @@ pub struct ClusterLayout {
 }
 
 pub struct ServerStore {
-    client: Qdrant,
+    pub(crate) client: Qdrant,
     collection: String,
 }
 
