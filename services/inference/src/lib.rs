@@ -1,8 +1,9 @@
 //! Models run in-process by ONNX Runtime (`ort`, loaded dynamically from the
 //! library `scripts/setup-models` fetched): the [`Embedder`] trait and
 //! [`OnnxEmbedder`], all-MiniLM-L6-v2 with mean pooling and L2 normalisation;
-//! the [`Generator`] trait and [`OnnxGenerator`], a decoder with a KV cache
-//! from ONNX Runtime's model builder; and the [`GenerationQueue`] in front of it.
+//! the [`Generator`] trait and [`OnnxGenerator`], a decoder from ONNX
+//! Runtime's model builder run with continuous batching; and the fair
+//! [`GenerationQueue`] in front of it.
 
 mod embed;
 pub mod generate;

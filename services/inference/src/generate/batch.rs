@@ -70,12 +70,13 @@ pub(super) struct Job {
 /// (each after its `Logits` when traced), then one `End` or `Failed`.
 pub(super) enum Step {
     Logits(Vec<f32>),
-    Token(u32),
-    End {
-        reason: FinishReason,
-        /// Sequences decoded together, averaged over this one's steps.
-        mean_batch: f64,
+    Token {
+        token: u32,
+        /// Sequences decoded together in the step that made it (1 for the
+        /// first token, made by the prefill).
+        batch: usize,
     },
+    End(FinishReason),
     Failed(InferenceError),
 }
 
@@ -321,8 +322,6 @@ struct Seq {
     generated: Vec<u32>,
     /// When it took its slot (prefill goes oldest first).
     order: u64,
-    decode_steps: usize,
-    batch_sum: usize,
 }
 
 impl Seq {
@@ -330,25 +329,15 @@ impl Seq {
         self.filled < self.job.prompt.len()
     }
 
-    fn mean_batch(&self) -> f64 {
-        if self.decode_steps == 0 {
-            1.0
-        } else {
-            self.batch_sum as f64 / self.decode_steps as f64
-        }
-    }
-
     /// Ends the sequence (its caller may already be gone).
     fn end(&self, reason: FinishReason) {
-        let _ = self.job.steps.send(Step::End {
-            reason,
-            mean_batch: self.mean_batch(),
-        });
+        let _ = self.job.steps.send(Step::End(reason));
     }
 
-    /// Samples from `logits` and sends the token; false when the sequence
-    /// is over (end-of-turn, length, or its caller went away).
-    fn accept(&mut self, mut logits: Vec<f32>, eos: &[u32]) -> bool {
+    /// Samples from `logits` (made in a step of `batch` sequences) and sends
+    /// the token; false when the sequence is over (end-of-turn, length, or
+    /// its caller went away).
+    fn accept(&mut self, mut logits: Vec<f32>, eos: &[u32], batch: usize) -> bool {
         if self.job.trace_logits && self.job.steps.send(Step::Logits(logits.clone())).is_err() {
             return false;
         }
@@ -358,7 +347,12 @@ impl Seq {
             return false;
         }
         self.generated.push(next);
-        if self.job.steps.send(Step::Token(next)).is_err() {
+        if self
+            .job
+            .steps
+            .send(Step::Token { token: next, batch })
+            .is_err()
+        {
             return false;
         }
         if self.generated.len() >= self.job.max_tokens {
@@ -434,10 +428,7 @@ impl Loop {
         self.waiting.retain(|job| {
             let cancelled = job.cancel.load(Ordering::SeqCst);
             if cancelled {
-                let _ = job.steps.send(Step::End {
-                    reason: FinishReason::Cancelled,
-                    mean_batch: 0.0,
-                });
+                let _ = job.steps.send(Step::End(FinishReason::Cancelled));
             }
             !cancelled
         });
@@ -449,10 +440,7 @@ impl Loop {
                 return;
             };
             if job.max_tokens == 0 || job.prompt.is_empty() {
-                let _ = job.steps.send(Step::End {
-                    reason: FinishReason::Length,
-                    mean_batch: 0.0,
-                });
+                let _ = job.steps.send(Step::End(FinishReason::Length));
                 continue;
             }
             if job.prompt.len() + job.max_tokens > self.kv.max_len {
@@ -472,8 +460,6 @@ impl Loop {
                 last: 0,
                 generated: Vec::new(),
                 order: self.admitted,
-                decode_steps: 0,
-                batch_sum: 0,
             });
         }
     }
@@ -514,7 +500,7 @@ impl Loop {
                         self.slots[slot] = None;
                         return to - from;
                     };
-                    if !seq.accept(row, &self.eos) {
+                    if !seq.accept(row, &self.eos, 1) {
                         self.slots[slot] = None;
                     }
                 }
@@ -580,9 +566,7 @@ impl Loop {
                         continue;
                     }
                     seq.filled += 1;
-                    seq.decode_steps += 1;
-                    seq.batch_sum += decoding;
-                    if !seq.accept(row, &self.eos) {
+                    if !seq.accept(row, &self.eos, decoding) {
                         self.slots[i] = None;
                     }
                 }

@@ -1,6 +1,7 @@
 //! Text generation: the [`Generator`] trait, its ONNX Runtime implementation
-//! ([`OnnxGenerator`]: prefill, then incremental decode with a KV cache),
-//! sampling, the model's own chat template, and stop handling.
+//! ([`OnnxGenerator`]; the sequences of all callers decoded together by one
+//! batching engine over a KV cache allocated once, `batch.rs`), sampling,
+//! the model's own chat template, and stop handling.
 
 mod batch;
 mod onnx;
@@ -104,7 +105,8 @@ pub struct Generation {
     pub total_ms: f64,
     /// Waiting in the queue before decoding started (set by the queue).
     pub queue_ms: f64,
-    /// Sequences decoded together, averaged over this one's decoding steps.
+    /// Sequences decoded together, averaged over this one's tokens (its
+    /// first, made by its own prefill, counts as one).
     pub mean_batch: f64,
 }
 

@@ -1,8 +1,9 @@
 //! A decoder-only model exported by ONNX Runtime's model builder
-//! (`onnxruntime_genai.models.builder`), run by `ort`: prefill the prompt,
-//! then decode one token per step, feeding each step's `present.*` tensors
-//! back as the next step's `past_key_values.*` (moved, not copied). Only the
-//! last position's logits are read.
+//! (`onnxruntime_genai.models.builder`), run by `ort`: the model's files,
+//! its tokenizer and chat template, and each generation's text (streaming,
+//! stop sequences), while the batching engine (`batch.rs`) decodes the
+//! sequences together. A reference path without the engine (a fresh run
+//! from an empty cache) is kept for the tests.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -428,8 +429,8 @@ impl OnnxGenerator {
         loop {
             match rx.recv() {
                 Ok(Step::Logits(l)) => all.push(l),
-                Ok(Step::Token(t)) => tokens.push(t),
-                Ok(Step::End { .. }) => return Ok((tokens, all)),
+                Ok(Step::Token { token, .. }) => tokens.push(token),
+                Ok(Step::End(_)) => return Ok((tokens, all)),
                 Ok(Step::Failed(e)) => return Err(e),
                 Err(_) => return Err(rt("the decoding thread stopped")),
             }
@@ -466,22 +467,19 @@ impl OnnxGenerator {
         let mut generated: Vec<u32> = Vec::new();
         let mut first_token_ms = None;
         let mut decoded = String::new();
-        let mut mean_batch = 0.0;
+        let mut batch_sum = 0usize;
         let finish = loop {
             let step = rx.recv().map_err(|_| rt("the decoding thread stopped"))?;
             if first_token_ms.is_none() {
                 first_token_ms = Some(started.elapsed().as_secs_f64() * 1e3);
             }
             let next = match step {
-                Step::Token(t) => t,
-                Step::Logits(_) => continue,
-                Step::End {
-                    reason,
-                    mean_batch: m,
-                } => {
-                    mean_batch = m;
-                    break reason;
+                Step::Token { token, batch } => {
+                    batch_sum += batch;
+                    token
                 }
+                Step::Logits(_) => continue,
+                Step::End(reason) => break reason,
                 Step::Failed(e) => return Err(e),
             };
             generated.push(next);
@@ -504,7 +502,9 @@ impl OnnxGenerator {
             }
         }
         let mut g = self.finished(decoded, prompt, &generated, finish, first_token_ms, started);
-        g.mean_batch = mean_batch;
+        if !generated.is_empty() {
+            g.mean_batch = batch_sum as f64 / generated.len() as f64;
+        }
         Ok(g)
     }
 
