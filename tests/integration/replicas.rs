@@ -364,3 +364,122 @@ async fn reconciliation_repairs_a_missed_acl_change_by_version() {
     drop(a);
     pg.drop_db().await;
 }
+
+/// Two gateways on a three-node Qdrant cluster started from `QDRANT_BIN`
+/// (the collection with 3 shards and 2 copies, from configuration): writes
+/// through A and dense searches through B go on while one Qdrant node is
+/// killed (`kill -9`); no search fails and every write A acknowledged is
+/// found through B.
+#[tokio::test]
+async fn two_replicas_on_a_qdrant_cluster_lose_nothing_when_a_node_dies() {
+    use sovra_vectors::nodes::QdrantNode;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let Some(bin) = QdrantNode::binary() else {
+        return;
+    };
+    let qdir = tempfile::tempdir().unwrap();
+    let mut nodes = QdrantNode::cluster(&bin, qdir.path()).await.unwrap();
+    let pg = pg_fresh().await;
+    let shared = collection();
+    let on_cluster = || Options {
+        env: vec![
+            ("SOVRA__VECTORS__BACKEND".into(), "qdrant".into()),
+            ("SOVRA__VECTORS__URL".into(), nodes[0].url()),
+            ("SOVRA__VECTORS__COLLECTION".into(), shared.clone()),
+            ("SOVRA__VECTORS__SHARDS".into(), "3".into()),
+            ("SOVRA__VECTORS__REPLICATION_FACTOR".into(), "2".into()),
+        ],
+        ..Options::new(Db::Postgres)
+    };
+    let a = Server::start_with(on_cluster(), Some(pg.url.clone())).await;
+    let b = Server::start_with(on_cluster(), Some(pg.url.clone())).await;
+    let ing = hs256(&claims("ann", "bank", &["ingester"], &["board"]));
+    let board = hs256(&claims("bea", "bank", &["reader"], &["board"]));
+    let text = |i: usize| {
+        format!(
+            "ledger entry {i}: account {} settled on day {}",
+            i * 7919,
+            i % 28
+        )
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let searches = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (client, url, token) = (b.client.clone(), b.url("/v1/search"), board.clone());
+        let (stop, searches) = (stop.clone(), searches.clone());
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"query": "ledger entry settled", "mode": "dense"}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 200 => {
+                        searches.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => failures.push(format!(
+                        "{}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        })
+    };
+    let mut acknowledged = Vec::new();
+    for i in 0..40 {
+        if i == 15 {
+            nodes[2].kill();
+        }
+        let status = a
+            .client
+            .post(a.url("/v1/documents"))
+            .bearer_auth(&ing)
+            .json(&json!({"id": format!("w{i}"), "title": "Ledger", "text": text(i), "acl": {"groups": ["board"]}}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 201 {
+            acknowledged.push(i);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let failures = reader.await.unwrap();
+    assert!(failures.is_empty(), "failed searches on B: {failures:?}");
+    assert!(searches.load(Ordering::SeqCst) > 5);
+    for &i in &acknowledged {
+        let r = b
+            .client
+            .post(b.url("/v1/search"))
+            .bearer_auth(&board)
+            .json(&json!({"query": text(i), "mode": "dense", "top_k": 5}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let hits = json(r).await["results"].as_array().unwrap().clone();
+        assert!(
+            hits.iter()
+                .any(|h| h["document_id"] == format!("w{i}").as_str()),
+            "acknowledged write w{i} not found on B: {hits:?}"
+        );
+    }
+    println!(
+        "qdrant cluster: {} of 40 writes acknowledged on A, all found on B; {} searches on B, none failed; a node killed after 15 writes",
+        acknowledged.len(),
+        searches.load(Ordering::SeqCst)
+    );
+    drop(b);
+    drop(a);
+    pg.drop_db().await;
+}

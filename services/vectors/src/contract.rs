@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use sovra_auth::{Acl, Principal};
 
+use crate::nodes::QdrantNode;
 use crate::{ClusterLayout, EdgeStore, ServerStore, VectorPoint, VectorQuery, VectorStore};
 
 const DIM: usize = 8;
@@ -219,162 +220,16 @@ async fn server_backend_meets_the_contract() {
     contract(&store).await;
 }
 
-/// Qdrant nodes run from `QDRANT_BIN` (a `qdrant` binary; none is in the
-/// package registries, so these tests print a notice and pass without one).
-mod nodes {
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    pub struct Node {
-        child: Option<Child>,
-        pub http: u16,
-        pub grpc: u16,
-        pub p2p: u16,
-        pub dir: std::path::PathBuf,
-        bin: String,
-        cluster: bool,
-        bootstrap: Option<u16>,
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    pub fn bin() -> Option<String> {
-        let bin = std::env::var("QDRANT_BIN").ok();
-        if bin.is_none() {
-            eprintln!("NOTICE: QDRANT_BIN is not set; skipping the tests that start Qdrant nodes");
-        }
-        bin
-    }
-
-    impl Node {
-        /// A node storing under `dir`; in a cluster, joining the node whose
-        /// peer-to-peer port is `bootstrap`.
-        pub fn start(
-            bin: &str,
-            dir: &std::path::Path,
-            cluster: bool,
-            bootstrap: Option<u16>,
-        ) -> Self {
-            let mut node = Node {
-                child: None,
-                http: free_port(),
-                grpc: free_port(),
-                p2p: free_port(),
-                dir: dir.to_owned(),
-                bin: bin.to_owned(),
-                cluster,
-                bootstrap,
-            };
-            node.spawn();
-            node
-        }
-
-        fn spawn(&mut self) {
-            std::fs::create_dir_all(&self.dir).unwrap();
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join("qdrant.log"))
-                .unwrap();
-            let mut cmd = Command::new(&self.bin);
-            cmd.current_dir(&self.dir)
-                .env("QDRANT__SERVICE__HTTP_PORT", self.http.to_string())
-                .env("QDRANT__SERVICE__GRPC_PORT", self.grpc.to_string())
-                .env("QDRANT__STORAGE__STORAGE_PATH", self.dir.join("storage"))
-                .env(
-                    "QDRANT__STORAGE__SNAPSHOTS_PATH",
-                    self.dir.join("snapshots"),
-                )
-                .env("QDRANT__TELEMETRY_DISABLED", "true")
-                .stdout(Stdio::from(log.try_clone().unwrap()))
-                .stderr(Stdio::from(log));
-            if self.cluster {
-                cmd.env("QDRANT__CLUSTER__ENABLED", "true")
-                    .env("QDRANT__CLUSTER__P2P__PORT", self.p2p.to_string())
-                    .arg("--uri")
-                    .arg(format!("http://127.0.0.1:{}", self.p2p));
-                if let Some(b) = self.bootstrap {
-                    cmd.arg("--bootstrap").arg(format!("http://127.0.0.1:{b}"));
-                }
-            }
-            self.child = Some(cmd.spawn().unwrap());
-        }
-
-        pub fn url(&self) -> String {
-            format!("http://127.0.0.1:{}", self.grpc)
-        }
-
-        /// `kill -9`.
-        pub fn kill(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-
-        /// Starts again on the same storage and ports.
-        pub fn restart(&mut self) {
-            self.kill();
-            self.spawn();
-        }
-
-        /// Waits until the node answers over REST and, in a cluster, knows
-        /// `peers` peers.
-        pub async fn ready(&self, peers: usize) {
-            let client = reqwest::Client::new();
-            let deadline = Instant::now() + Duration::from_secs(90);
-            loop {
-                let path = if self.cluster { "cluster" } else { "readyz" };
-                let got = client
-                    .get(format!("http://127.0.0.1:{}/{path}", self.http))
-                    .send()
-                    .await;
-                if let Ok(r) = got
-                    && r.status().is_success()
-                {
-                    if !self.cluster {
-                        return;
-                    }
-                    let v: serde_json::Value = r.json().await.unwrap();
-                    let n = v["result"]["peers"].as_object().map_or(0, |p| p.len());
-                    if n >= peers {
-                        return;
-                    }
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "qdrant on {} not ready; see {}",
-                    self.http,
-                    self.dir.join("qdrant.log").display()
-                );
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-    }
-
-    impl Drop for Node {
-        fn drop(&mut self) {
-            self.kill();
-        }
-    }
-}
-
 /// A single Qdrant server: the contract, then acknowledged writes survive
 /// a `kill -9` and restart, and the payload indexes are there.
 #[tokio::test]
 async fn server_backend_survives_a_restart_with_its_payload_indexes() {
-    let Some(bin) = nodes::bin() else {
+    let Some(bin) = QdrantNode::binary() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut node = nodes::Node::start(&bin, dir.path(), false, None);
-    node.ready(1).await;
+    let mut node = QdrantNode::start(&bin, dir.path(), false, None).unwrap();
+    node.ready(1).await.unwrap();
     let store = ServerStore::connect(&node.url(), None, "sovra_restart", DIM, Default::default())
         .await
         .unwrap();
@@ -384,8 +239,8 @@ async fn server_backend_survives_a_restart_with_its_payload_indexes() {
         .await
         .unwrap();
     let before = store.document_counts().await.unwrap();
-    node.restart();
-    node.ready(1).await;
+    node.restart().unwrap();
+    node.ready(1).await.unwrap();
     let store = ServerStore::connect(&node.url(), None, "sovra_restart", DIM, Default::default())
         .await
         .unwrap();
@@ -423,23 +278,18 @@ async fn a_three_node_cluster_meets_the_contract_and_survives_a_killed_node() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    let Some(bin) = nodes::bin() else {
+    let Some(bin) = QdrantNode::binary() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let first = nodes::Node::start(&bin, &dir.path().join("n1"), true, None);
-    first.ready(1).await;
-    let second = nodes::Node::start(&bin, &dir.path().join("n2"), true, Some(first.p2p));
-    second.ready(2).await;
-    let mut third = nodes::Node::start(&bin, &dir.path().join("n3"), true, Some(first.p2p));
-    third.ready(3).await;
-    first.ready(3).await;
+    let mut nodes = QdrantNode::cluster(&bin, dir.path()).await.unwrap();
+    let first = nodes[0].url();
     let layout = ClusterLayout {
         shards: 3,
         replication_factor: 2,
     };
 
-    let store = ServerStore::connect(&first.url(), None, "sovra_cluster", DIM, layout)
+    let store = ServerStore::connect(&first, None, "sovra_cluster", DIM, layout)
         .await
         .unwrap();
     let params = store
@@ -457,7 +307,7 @@ async fn a_three_node_cluster_meets_the_contract_and_survives_a_killed_node() {
 
     // Writes and searches through the first node; the third dies mid-way.
     let store = Arc::new(
-        ServerStore::connect(&first.url(), None, "sovra_cluster_kill", DIM, layout)
+        ServerStore::connect(&first, None, "sovra_cluster_kill", DIM, layout)
             .await
             .unwrap(),
     );
@@ -483,7 +333,7 @@ async fn a_three_node_cluster_meets_the_contract_and_survives_a_killed_node() {
     let mut refused = 0;
     for i in 0..120 {
         if i == 40 {
-            third.kill();
+            nodes[2].kill();
         }
         let doc = format!("w{i}");
         let p = point(&format!("{doc}:0"), &doc, "bank", &["board"], &[], unit(i));
@@ -511,5 +361,4 @@ async fn a_three_node_cluster_meets_the_contract_and_survives_a_killed_node() {
         acknowledged.len(),
         searches.load(Ordering::SeqCst)
     );
-    drop(second);
 }

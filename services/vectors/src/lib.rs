@@ -9,6 +9,8 @@
 //! indexes created with the collection, never a filter applied afterwards.
 
 mod edge;
+#[cfg(any(test, feature = "test-nodes"))]
+pub mod nodes;
 mod server;
 
 use std::collections::BTreeMap;
