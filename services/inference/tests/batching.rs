@@ -13,17 +13,8 @@ use sovra_inference::{
     SamplingParams,
 };
 
-fn models() -> PathBuf {
-    std::env::var("SOVRA_MODELS_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/sovra/models")
-        })
-}
-
-fn runtime() -> PathBuf {
-    models().join("onnxruntime/libonnxruntime.so.1.32.0")
-}
+mod common;
+use common::{models, runtime};
 
 fn load(dir: &Path, slots: usize, prefill_chunk: usize) -> OnnxGenerator {
     OnnxGenerator::load(
@@ -92,6 +83,23 @@ fn together(g: &OnnxGenerator, jobs: &[(String, SamplingParams)]) -> Vec<Generat
     })
 }
 
+/// Each job run alone on `alone`, then all at once on `batched`: the same
+/// text, finish reason and token count. The batched generations.
+fn same_alone_and_together(
+    alone: &OnnxGenerator,
+    batched: &OnnxGenerator,
+    jobs: &[(String, SamplingParams)],
+) -> Vec<Generation> {
+    let expected: Vec<Generation> = jobs.iter().map(|(q, p)| generate(alone, q, p)).collect();
+    let got = together(batched, jobs);
+    for (e, g) in expected.iter().zip(&got) {
+        assert_eq!(g.text, e.text);
+        assert_eq!(g.finish_reason, e.finish_reason);
+        assert_eq!(g.completion_tokens, e.completion_tokens);
+    }
+    got
+}
+
 #[test]
 fn greedy_output_is_the_same_alone_and_in_a_batch() {
     let alone = tiny(1, 512);
@@ -101,15 +109,8 @@ fn greedy_output_is_the_same_alone_and_in_a_batch() {
         .into_iter()
         .map(|q| (q, p.clone()))
         .collect();
-    let expected: Vec<String> = jobs
-        .iter()
-        .map(|(q, p)| generate(&alone, q, p).text)
-        .collect();
-    let got = together(&batched, &jobs);
-    for (e, g) in expected.iter().zip(&got) {
-        assert_eq!(&g.text, e);
-        assert_eq!(g.completion_tokens, 40);
-    }
+    let got = same_alone_and_together(&alone, &batched, &jobs);
+    assert!(got.iter().all(|g| g.completion_tokens == 40));
     // Six sequences in four slots: some decoded together.
     assert!(
         got.iter().any(|g| g.mean_batch > 1.5),
@@ -252,13 +253,7 @@ fn each_sequence_keeps_its_own_sampling_settings_in_a_batch() {
         (qs[2].clone(), stopped),
         (qs[3].clone(), penalised),
     ];
-    let expected: Vec<Generation> = jobs.iter().map(|(q, p)| generate(&alone, q, p)).collect();
-    let got = together(&g, &jobs);
-    for (e, got) in expected.iter().zip(&got) {
-        assert_eq!(got.text, e.text);
-        assert_eq!(got.finish_reason, e.finish_reason);
-        assert_eq!(got.completion_tokens, e.completion_tokens);
-    }
+    let got = same_alone_and_together(&alone, &g, &jobs);
     assert_eq!(got[2].finish_reason, FinishReason::Stop);
     assert_eq!(got[3].completion_tokens, 25);
     // The sampled one differs from greedy on the same prompt.
@@ -307,14 +302,7 @@ fn the_real_model_decodes_the_same_alone_and_in_a_batch() {
         .take(4)
         .map(|q| (q, p.clone()))
         .collect();
-    let expected: Vec<String> = jobs
-        .iter()
-        .map(|(q, p)| generate(&alone, q, p).text)
-        .collect();
-    let got = together(&g, &jobs);
-    for (e, got) in expected.iter().zip(&got) {
-        assert_eq!(&got.text, e);
-    }
+    let got = same_alone_and_together(&alone, &g, &jobs);
     assert!(got.iter().any(|g| g.mean_batch > 1.5));
 }
 

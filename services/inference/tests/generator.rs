@@ -11,17 +11,8 @@ use sovra_inference::{
     InferenceError, OnnxGenerator, SamplingParams,
 };
 
-fn models() -> PathBuf {
-    std::env::var("SOVRA_MODELS_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/sovra/models")
-        })
-}
-
-fn runtime() -> PathBuf {
-    models().join("onnxruntime/libonnxruntime.so.1.32.0")
-}
+mod common;
+use common::{models, runtime};
 
 fn tiny_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-llm")
