@@ -14,7 +14,7 @@ use sovra_inference::{
 };
 
 mod common;
-use common::{models, runtime};
+use common::{cache_matches_recomputing, models, runtime};
 
 fn load(dir: &Path, slots: usize, prefill_chunk: usize) -> OnnxGenerator {
     OnnxGenerator::load(
@@ -127,18 +127,7 @@ fn chunked_prefill_gives_the_same_logits_as_recomputing() {
         .encode(&g.render(&[ChatMessage::new("user", QUESTIONS[4])]).unwrap())
         .unwrap();
     assert!(prompt.len() > 15);
-    let (tokens, cached) = g.logits_with_cache(&prompt, 8).unwrap();
-    let mut seq = prompt;
-    for (step, logits) in cached.iter().enumerate() {
-        let fresh = g.logits_without_cache(&seq).unwrap();
-        let diff = fresh
-            .iter()
-            .zip(logits)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(diff < 1e-3, "step {step}: max |diff| {diff}");
-        seq.push(tokens[step]);
-    }
+    cache_matches_recomputing(&g, prompt, 8, 1e-3);
     // And the same text as whole-prompt prefill.
     let whole = tiny(1, 512);
     let p = greedy(&whole, 24);

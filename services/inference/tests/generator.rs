@@ -12,7 +12,7 @@ use sovra_inference::{
 };
 
 mod common;
-use common::{models, runtime};
+use common::{cache_matches_recomputing, models, runtime};
 
 fn tiny_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-llm")
@@ -62,28 +62,9 @@ fn greedy_decoding_matches_onnx_runtimes_own_generation_loop() {
     assert_eq!(tokens, e.greedy_tokens);
 }
 
-/// Greedy decoding with the KV cache for `steps` tokens; at each step the
-/// logits must equal those of the whole sequence run from scratch.
-fn cache_matches_recomputing(g: &OnnxGenerator, steps: usize, tolerance: f32) -> Vec<u32> {
-    let prompt = expected().prompt_ids;
-    let (tokens, cached) = g.logits_with_cache(&prompt, steps).unwrap();
-    let mut seq = prompt;
-    for (step, logits) in cached.iter().enumerate() {
-        let fresh = g.logits_without_cache(&seq).unwrap();
-        let diff = fresh
-            .iter()
-            .zip(logits)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(diff < tolerance, "step {step}: max |difference| {diff}");
-        seq.push(tokens[step]);
-    }
-    tokens
-}
-
 #[test]
 fn the_kv_cache_gives_the_same_logits_as_recomputing_from_scratch() {
-    cache_matches_recomputing(&tiny(1), 16, 1e-3);
+    cache_matches_recomputing(&tiny(1), expected().prompt_ids, 16, 1e-3);
 }
 
 /// Bans the end-of-turn tokens, so generation runs to `max_tokens`.
@@ -357,7 +338,7 @@ fn the_real_model_answers_a_simple_question() {
 fn a_float16_model_built_for_cuda_runs_the_same_loop() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-llm-fp16");
     let g = OnnxGenerator::load(&runtime(), &dir, &GeneratorOptions::default()).unwrap();
-    let tokens = cache_matches_recomputing(&g, 8, 5e-2);
+    let tokens = cache_matches_recomputing(&g, expected().prompt_ids, 8, 5e-2);
     // Float16 and float32 builds of the same weights agree on the first tokens.
     assert_eq!(tokens[..4], expected().greedy_tokens[..4]);
     let out = collect(
