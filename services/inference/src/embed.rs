@@ -14,7 +14,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
-use crate::InferenceError;
+use crate::{InferenceError, rt};
 
 /// A vector and the tokens it took.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,10 +92,6 @@ pub struct OnnxEmbedder {
     model: EmbeddingModel,
     /// Whether the graph takes `token_type_ids` (BERT exports do; e5's does not).
     token_types: bool,
-}
-
-fn rt<E: std::fmt::Display>(e: E) -> InferenceError {
-    InferenceError::Runtime(e.to_string())
 }
 
 impl OnnxEmbedder {

@@ -41,3 +41,8 @@ pub enum InferenceError {
     #[error("invalid input: {0}")]
     Input(String),
 }
+
+/// An ONNX Runtime failure (or another one without a kind of its own).
+pub(crate) fn rt<E: std::fmt::Display>(e: E) -> InferenceError {
+    InferenceError::Runtime(e.to_string())
+}

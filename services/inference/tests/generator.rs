@@ -19,16 +19,11 @@ fn tiny_dir() -> PathBuf {
 }
 
 fn tiny(slots: usize) -> OnnxGenerator {
-    tiny_with(slots, 512)
-}
-
-fn tiny_with(slots: usize, prefill_chunk: usize) -> OnnxGenerator {
     OnnxGenerator::load(
         &runtime(),
         &tiny_dir(),
         &GeneratorOptions {
             slots,
-            prefill_chunk,
             ..Default::default()
         },
     )

@@ -45,11 +45,7 @@ use ort::value::{DynTensor, DynValue, Tensor, TensorElementType, Value};
 use super::onnx::DecoderConfig;
 use super::sampling::Sampler;
 use super::{FinishReason, SamplingParams};
-use crate::InferenceError;
-
-fn rt<E: std::fmt::Display>(e: E) -> InferenceError {
-    InferenceError::Runtime(e.to_string())
-}
+use crate::{InferenceError, rt};
 
 /// A sequence handed to the decoding thread.
 pub(super) struct Job {
@@ -166,6 +162,8 @@ impl KvCache {
         element: TensorElementType,
         shape: &CacheShape,
     ) -> Result<Self, InferenceError> {
+        // The one check of the cache's element type (float32 for CPU
+        // models, float16 for CUDA models).
         let element_size = match element {
             TensorElementType::Float32 => 4,
             TensorElementType::Float16 => 2,
@@ -482,9 +480,8 @@ impl Loop {
         let from = seq.filled;
         let to = from + chunk_len(seq.job.prompt.len() - from, budget, self.min_rows > 1);
         let ids = seq.job.prompt[from..to].to_vec();
-        let mask = vec![vec![1i64; to]];
         let span = tracing::debug_span!("prefill", slot, from, tokens = ids.len());
-        let result = span.in_scope(|| self.forward(slot, 1, &[ids], &mask));
+        let result = span.in_scope(|| self.forward(slot, &ids, &[to]));
         match result {
             Ok(logits) => {
                 let Some(seq) = self.slots[slot].as_mut() else {
@@ -534,28 +531,23 @@ impl Loop {
         for slot in &self.slots[..rows] {
             match slot {
                 Some(s) if !s.prefilling() => {
-                    ids.push(vec![s.last]);
+                    ids.push(s.last);
                     lengths.push(s.filled + 1);
                 }
                 // A placeholder row: its key and value land at its own
                 // filled length, which its next prefill chunk overwrites.
                 Some(s) => {
-                    ids.push(vec![0]);
+                    ids.push(0);
                     lengths.push(s.filled + 1);
                 }
                 None => {
-                    ids.push(vec![0]);
+                    ids.push(0);
                     lengths.push(1);
                 }
             }
         }
-        let width = lengths.iter().copied().max().unwrap_or(1);
-        let mask: Vec<Vec<i64>> = lengths
-            .iter()
-            .map(|&n| (0..width).map(|i| i64::from(i < n)).collect())
-            .collect();
         let span = tracing::trace_span!("decode_step", batch = decoding, rows);
-        let result = span.in_scope(|| self.forward(0, rows, &ids, &mask));
+        let result = span.in_scope(|| self.forward(0, &ids, &lengths));
         match result {
             Ok(logits) => {
                 for (i, row) in logits.into_iter().enumerate() {
@@ -587,51 +579,56 @@ impl Loop {
         }
     }
 
-    /// Runs the model over slots `first..first + rows`: `ids` has one row of
-    /// new tokens per slot (all the same length), `mask` one row per slot
-    /// (ones for the tokens in its cache after this step, then zeros). The
-    /// last position's logits of each row.
+    /// Runs the model over slots `first..first + lengths.len()`: `ids` holds
+    /// the same number of new tokens for each slot, row after row;
+    /// `lengths[r]` is slot `r`'s filled length after this step (its
+    /// attention-mask row: that many ones, then zeros; its new tokens sit at
+    /// the end of it). The last position's logits of each row.
     fn forward(
         &mut self,
         first: usize,
-        rows: usize,
-        ids: &[Vec<u32>],
-        mask: &[Vec<i64>],
+        ids: &[u32],
+        lengths: &[usize],
     ) -> Result<Vec<Vec<f32>>, InferenceError> {
-        let seq = ids.first().map_or(0, Vec::len);
-        let width = mask.first().map_or(0, Vec::len);
-        if seq == 0 || ids.len() != rows || mask.len() != rows || width > self.kv.max_len {
+        let rows = lengths.len();
+        let seq = ids.len().checked_div(rows).unwrap_or(0);
+        let width = lengths.iter().copied().max().unwrap_or(0);
+        if seq == 0
+            || ids.len() != rows * seq
+            || width > self.kv.max_len
+            || lengths.iter().any(|&n| n < seq)
+        {
             return Err(rt("malformed step"));
         }
-        let flat_ids: Vec<i64> = ids.iter().flatten().map(|&t| i64::from(t)).collect();
-        let flat_mask: Vec<i64> = mask.iter().flatten().copied().collect();
+        let shape = |cols: usize| vec![rows as i64, cols as i64];
+        let flat_ids: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+        let mask: Vec<i64> = lengths
+            .iter()
+            .flat_map(|&n| (0..width).map(move |i| i64::from(i < n)))
+            .collect();
         let mut binding = self.session.create_binding().map_err(rt)?;
         if self.position_ids {
-            // Each row's new tokens sit at the end of its filled length.
-            let positions: Vec<i64> = mask
+            let positions: Vec<i64> = lengths
                 .iter()
-                .flat_map(|row| {
-                    let len: i64 = row.iter().sum();
-                    (len - seq as i64..len).collect::<Vec<_>>()
-                })
+                .flat_map(|&n| (n - seq..n).map(|p| p as i64))
                 .collect();
             binding
                 .bind_input(
                     "position_ids",
-                    &Tensor::from_array((vec![rows as i64, seq as i64], positions)).map_err(rt)?,
+                    &Tensor::from_array((shape(seq), positions)).map_err(rt)?,
                 )
                 .map_err(rt)?;
         }
         binding
             .bind_input(
                 "input_ids",
-                &Tensor::from_array((vec![rows as i64, seq as i64], flat_ids)).map_err(rt)?,
+                &Tensor::from_array((shape(seq), flat_ids)).map_err(rt)?,
             )
             .map_err(rt)?;
         binding
             .bind_input(
                 "attention_mask",
-                &Tensor::from_array((vec![rows as i64, width as i64], flat_mask)).map_err(rt)?,
+                &Tensor::from_array((shape(width), mask)).map_err(rt)?,
             )
             .map_err(rt)?;
         for (i, (past, present)) in self.past.iter().zip(&self.present).enumerate() {

@@ -21,11 +21,7 @@ use super::batch::{CacheShape, Engine, Job, Step};
 use super::template::ChatTemplate;
 use super::text::TextStream;
 use super::{ChatMessage, FinishReason, Generation, Generator, SamplingParams};
-use crate::{ExecutionProvider, InferenceError};
-
-fn rt<E: std::fmt::Display>(e: E) -> InferenceError {
-    InferenceError::Runtime(e.to_string())
-}
+use crate::{ExecutionProvider, InferenceError, rt};
 
 /// What the decode loop needs to know of the model, read from the builder's
 /// `genai_config.json`.
@@ -225,14 +221,6 @@ impl OnnxGenerator {
             .find(|o| o.name() == past0)
             .and_then(|o| o.dtype().tensor_type())
             .unwrap_or(TensorElementType::Float32);
-        if !matches!(
-            kv_type,
-            TensorElementType::Float32 | TensorElementType::Float16
-        ) {
-            return Err(InferenceError::Model(format!(
-                "unsupported KV cache type {kv_type:?}"
-            )));
-        }
         let context = match options.context_tokens {
             0 => config.context_length,
             n => n.min(config.context_length),
