@@ -6,22 +6,16 @@ client; each request's time to its first content chunk.
     python bench/generate_http.py BASE_URL TOKEN MODEL MAX_TOKENS CONCURRENCY...
 """
 import asyncio
+import os
 import statistics
 import sys
 import time
 
 from openai import AsyncOpenAI
 
-QUESTIONS = [
-    "Explain what a hash chain is and why auditors like it.",
-    "Describe how annual leave carry-over usually works in a company.",
-    "What is the difference between BM25 and dense retrieval?",
-    "List good practices for hand hygiene in a hospital ward.",
-    "Why should a bank limit the size of a single FX ticket?",
-    "Summarise what a liquidity coverage ratio measures.",
-    "How should a nurse hand over a patient at the end of a shift?",
-    "What does role-based access control mean?",
-]
+# The same questions as the in-process bench (services/inference/benches/generate.rs).
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "generate_questions.txt"), encoding="utf-8") as f:
+    QUESTIONS = [line.strip() for line in f if line.strip()]
 
 
 async def one(client, model, max_tokens, i):

@@ -22,16 +22,8 @@ use sovra_inference::{
     ChatMessage, Generation, Generator, GeneratorOptions, OnnxGenerator, SamplingParams,
 };
 
-const QUESTIONS: [&str; 8] = [
-    "Explain what a hash chain is and why auditors like it.",
-    "Describe how annual leave carry-over usually works in a company.",
-    "What is the difference between BM25 and dense retrieval?",
-    "List good practices for hand hygiene in a hospital ward.",
-    "Why should a bank limit the size of a single FX ticket?",
-    "Summarise what a liquidity coverage ratio measures.",
-    "How should a nurse hand over a patient at the end of a shift?",
-    "What does role-based access control mean?",
-];
+/// The same questions as the HTTP bench (`bench/generate_http.py`).
+const QUESTIONS: &str = include_str!("../../../bench/generate_questions.txt");
 
 /// Bytes moved per second by a plain copy of a buffer far larger than the
 /// caches (read plus write, as STREAM's Copy counts), best of five.
@@ -154,8 +146,9 @@ fn main() {
     );
 
     let prompts: Vec<String> = QUESTIONS
-        .iter()
-        .map(|q| g.render(&[ChatMessage::new("user", *q)]).unwrap())
+        .lines()
+        .filter(|q| !q.trim().is_empty())
+        .map(|q| g.render(&[ChatMessage::new("user", q.trim())]).unwrap())
         .collect();
     let short = SamplingParams {
         max_tokens: concurrent_tokens,
