@@ -38,11 +38,9 @@ pub struct QueueFull {
 /// Who waits and who runs.
 #[derive(Default)]
 struct Dispatch {
-    running: usize,
     running_by_tenant: HashMap<String, usize>,
     /// Per tenant, its waiting generations in arrival order.
     waiting: HashMap<String, VecDeque<Ticket>>,
-    waiting_count: usize,
     next_ticket: u64,
 }
 
@@ -52,10 +50,18 @@ struct Ticket {
 }
 
 impl Dispatch {
+    fn waiting_count(&self) -> usize {
+        self.waiting.values().map(VecDeque::len).sum()
+    }
+
+    fn running(&self) -> usize {
+        self.running_by_tenant.values().sum()
+    }
+
     /// Starts waiting generations while slots are free: each time the
     /// tenant with the fewest running, the oldest ticket among equals.
     fn fill(&mut self, slots: usize) {
-        while self.running < slots {
+        while self.running() < slots {
             let next = self
                 .waiting
                 .iter()
@@ -75,17 +81,14 @@ impl Dispatch {
             if self.waiting.get(&tenant).is_some_and(VecDeque::is_empty) {
                 self.waiting.remove(&tenant);
             }
-            self.waiting_count -= 1;
             // Counted as running even if its task is just leaving: the
             // task's `Place` settles it (withdrawing finds no ticket).
             let _ = ticket.go.send(());
-            self.running += 1;
             *self.running_by_tenant.entry(tenant).or_insert(0) += 1;
         }
     }
 
     fn finish(&mut self, tenant: &str, slots: usize) {
-        self.running = self.running.saturating_sub(1);
         if let Some(n) = self.running_by_tenant.get_mut(tenant) {
             *n -= 1;
             if *n == 0 {
@@ -105,9 +108,6 @@ impl Dispatch {
         let removed = q.len() < before;
         if q.is_empty() {
             self.waiting.remove(tenant);
-        }
-        if removed {
-            self.waiting_count -= 1;
         }
         removed
     }
@@ -175,7 +175,7 @@ impl GenerationQueue {
     pub fn admitted(&self) -> usize {
         self.dispatch
             .lock()
-            .map(|d| d.running + d.waiting_count)
+            .map(|d| d.running() + d.waiting_count())
             .unwrap_or(0)
     }
 
@@ -193,12 +193,12 @@ impl GenerationQueue {
         let ticket = {
             let mut d = self.dispatch.lock().map_err(|_| QueueFull { waiting: 0 })?;
             let tenant_waiting = d.waiting.get(tenant).map_or(0, VecDeque::len);
-            let full = d.running + d.waiting_count >= self.slots + self.capacity;
-            let tenant_full = d.running >= self.slots && tenant_waiting >= self.tenant_cap;
+            let waiting = d.waiting_count();
+            let running = d.running();
+            let full = running + waiting >= self.slots + self.capacity;
+            let tenant_full = running >= self.slots && tenant_waiting >= self.tenant_cap;
             if full || tenant_full {
-                return Err(QueueFull {
-                    waiting: d.waiting_count,
-                });
+                return Err(QueueFull { waiting });
             }
             d.next_ticket += 1;
             let id = d.next_ticket;
@@ -206,7 +206,6 @@ impl GenerationQueue {
                 .entry(tenant.to_owned())
                 .or_default()
                 .push_back(Ticket { id, go: go_tx });
-            d.waiting_count += 1;
             d.fill(self.slots);
             id
         };
