@@ -166,7 +166,7 @@ pub struct GeneratorSettings {
 impl Default for GeneratorSettings {
     fn default() -> Self {
         Self {
-            model: "qwen2.5-coder-0.5b-instruct".into(),
+            model: "qwen2.5-coder-1.5b-instruct".into(),
             dir: None,
             execution_provider: ExecutionProviderSetting::Cpu,
             cuda_device: 0,
