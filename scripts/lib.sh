@@ -3,6 +3,10 @@
 # repository depends on them being there.
 export SOVRA_CACHE="${SOVRA_CACHE:-$HOME/.cache/sovra}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SOVRA_CACHE/target}"
+# The generative models: the configured default (generator.model) and the
+# faster one the tests, fuzzing and bench/generate run.
+SOVRA_DEFAULT_GENERATOR=qwen2.5-coder-1.5b-instruct
+SOVRA_TEST_GENERATOR=qwen2.5-coder-0.5b-instruct
 export SOVRA_TEST_PG_URL="${SOVRA_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
