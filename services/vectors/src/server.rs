@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
-    Condition, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
-    Distance, FacetCountsBuilder, FieldType, Filter, PointStruct, SearchPointsBuilder,
-    UpsertPointsBuilder, VectorParamsBuilder, facet_value,
+    AcornSearchParamsBuilder, Condition, CreateCollectionBuilder,
+    CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FacetCountsBuilder,
+    FieldType, Filter, PointStruct, SearchParamsBuilder, SearchPointsBuilder, UpsertPointsBuilder,
+    VectorParamsBuilder, facet_value,
 };
 use qdrant_client::{Payload, Qdrant};
 
@@ -154,6 +155,10 @@ impl VectorStore for ServerStore {
             .search_points(
                 SearchPointsBuilder::new(&self.collection, q.vector.clone(), q.top_k.max(1) as u64)
                     .filter(acl_filter(q))
+                    // ACORN for narrow ACL filters, as the embedded store (edge.rs).
+                    .params(
+                        SearchParamsBuilder::default().acorn(AcornSearchParamsBuilder::new(true)),
+                    )
                     .with_payload(true),
             )
             .await
