@@ -404,20 +404,29 @@ async fn search(
         "vs bm25"
     );
     let mut reference_ndcg = None;
+    let mut misses = Vec::new();
     for mode in ["bm25-ref", "lexical", "dense", "hybrid"] {
         let (mut ndcg, mut recall, mut rr) = (0.0, 0.0, 0.0);
+        let mut missed = Misses::default();
         for case in &p.asked {
-            // Chunks come several to a document: ask for more than k so
-            // that k distinct documents are scored, as the reference's are.
+            // Chunks come several to a document: ask for as many as the API
+            // gives so that k distinct documents are scored, as the
+            // reference's are, and a missed passage's rank is known.
             let ranked = if mode == "bm25-ref" {
                 reference.search(&case.question, k)?
             } else {
-                search_documents(http, &url, token, &case.question, mode, (k * 3).min(100)).await?
+                search_documents(http, &url, token, &case.question, mode, SEARCH_DEPTH).await?
             };
             let (n, r, x) = score(&ranked, &case.positive, k);
             ndcg += n;
             recall += r;
             rr += x;
+            if mode != "bm25-ref" {
+                missed.add(&case.positive, &case.negative, &ranked, k);
+            }
+        }
+        if mode != "bm25-ref" {
+            misses.push((mode, missed));
         }
         let n = p.asked.len().max(1) as f64;
         let base = *reference_ndcg.get_or_insert(ndcg / n);
@@ -430,10 +439,83 @@ async fn search(
             if base > 0.0 { ndcg / n / base } else { 0.0 }
         );
     }
+    println!();
+    println!(
+        "own passages outside the top {k}, by their rank among distinct documents; and who held the top {k} of the questions with a miss:"
+    );
+    println!(
+        "{:<8} {:>9} {:>8} {:>7} {:>7} {:>10} {:>8} {:>8} {:>8}",
+        "mode", "positives", "missed", "<=20", "<=50", "further", "own-pos", "own-neg", "others"
+    );
+    for (mode, m) in &misses {
+        println!(
+            "{mode:<8} {:>9} {:>8} {:>7} {:>7} {:>10} {:>8} {:>8} {:>8}",
+            m.positives,
+            m.missed,
+            m.within_20,
+            m.within_50,
+            m.further,
+            m.own_positive,
+            m.own_negative,
+            m.others
+        );
+    }
     if args.answer.fusion_grid {
         fusion_grid(http, &url, token, p, k).await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Chunks asked of `/v1/search` per question in the retrieval evaluation:
+/// the API's `search.max_top_k`.
+const SEARCH_DEPTH: usize = 100;
+
+/// Where a mode's missed positives ranked, and what took the top k of the
+/// questions that missed one: the question's own passages (positive or its
+/// on-topic negatives) or passages of other questions.
+#[derive(Default)]
+struct Misses {
+    positives: usize,
+    missed: usize,
+    within_20: usize,
+    within_50: usize,
+    /// Ranked below 50 or not among the chunks returned.
+    further: usize,
+    own_positive: usize,
+    own_negative: usize,
+    others: usize,
+}
+
+impl Misses {
+    /// Adds one question: its own `positive` and `negative` passages and
+    /// the documents a mode ranked for it (a document once per chunk).
+    fn add(&mut self, positive: &[String], negative: &[String], ranked: &[String], k: usize) {
+        let mut seen = std::collections::HashSet::new();
+        let docs: Vec<&String> = ranked.iter().filter(|d| seen.insert(*d)).collect();
+        self.positives += positive.len();
+        let before = self.missed;
+        for pos in positive {
+            match docs.iter().position(|d| *d == pos) {
+                Some(i) if i < k => continue,
+                Some(i) if i < 20 => self.within_20 += 1,
+                Some(i) if i < 50 => self.within_50 += 1,
+                _ => self.further += 1,
+            }
+            self.missed += 1;
+        }
+        if self.missed == before {
+            return;
+        }
+        for d in docs.iter().take(k) {
+            if positive.contains(d) {
+                self.own_positive += 1;
+            } else if negative.contains(d) {
+                self.own_negative += 1;
+            } else {
+                self.others += 1;
+            }
+        }
+    }
 }
 
 /// A fusion of a question's two legs into one ranked list of chunk ids.
@@ -523,4 +605,31 @@ async fn fusion_grid(
     println!();
     println!("best: nDCG@{k} {:.3} with {}", best.0, best.1);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Misses;
+
+    fn ids(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn misses_count_ranks_among_distinct_documents_and_who_held_the_top() {
+        let mut m = Misses::default();
+        // p1 at rank 1; p2 at rank 3 of distinct documents (n1 twice);
+        // p3 never returned. k = 2.
+        let ranked = ids(&["p1", "n1", "n1", "p2", "o1"]);
+        m.add(&ids(&["p1", "p2", "p3"]), &ids(&["n1"]), &ranked, 2);
+        assert_eq!((m.positives, m.missed), (3, 2));
+        assert_eq!((m.within_20, m.within_50, m.further), (1, 0, 1));
+        assert_eq!((m.own_positive, m.own_negative, m.others), (1, 1, 0));
+        // A question with nothing missed adds its positives only.
+        m.add(&ids(&["o1"]), &[], &ranked, 10);
+        assert_eq!((m.positives, m.missed, m.others), (4, 2, 0));
+        // Others' passages in the top k of a question with a miss.
+        m.add(&ids(&["x"]), &[], &ids(&["o1", "o2"]), 2);
+        assert_eq!((m.missed, m.further, m.others), (3, 2, 2));
+    }
 }
