@@ -16,8 +16,8 @@ use qdrant_edge::{
 use sovra_auth::fields;
 
 use crate::{
-    DOC_VERSION, DocState, KEYWORD_FIELDS, VectorError, VectorHit, VectorPoint, VectorQuery,
-    VectorStore, fold_doc_versions, payload, point_uuid,
+    ACORN_MAX_SELECTIVITY, DOC_VERSION, DocState, KEYWORD_FIELDS, VectorError, VectorHit,
+    VectorPoint, VectorQuery, VectorStore, fold_doc_versions, payload, point_uuid,
 };
 
 pub struct EdgeStore {
@@ -195,14 +195,12 @@ impl VectorStore for EdgeStore {
                 using: None,
             }),
             filter: Some(acl_filter(q)?),
-            // ACORN when the ACL filter admits few points (qdrant's own
-            // threshold, 40%): without it a narrow principal's search over a
-            // large shard can stop after a handful of hits (2 of 50 searches
-            // for a tenth of 100,000 points served 1 to 3 of 100).
+            // ACORN when the ACL filter admits few points (see
+            // ACORN_MAX_SELECTIVITY).
             params: Some(SearchParams {
                 acorn: Some(AcornSearchParams {
                     enable: true,
-                    max_selectivity: None,
+                    max_selectivity: Some(ACORN_MAX_SELECTIVITY.into()),
                 }),
                 ..SearchParams::default()
             }),

@@ -16,8 +16,8 @@ use qdrant_client::{Payload, Qdrant};
 use sovra_auth::fields;
 
 use crate::{
-    DOC_VERSION, DocState, KEYWORD_FIELDS, VectorError, VectorHit, VectorPoint, VectorQuery,
-    VectorStore, fold_doc_versions, payload, point_uuid,
+    ACORN_MAX_SELECTIVITY, DOC_VERSION, DocState, KEYWORD_FIELDS, VectorError, VectorHit,
+    VectorPoint, VectorQuery, VectorStore, fold_doc_versions, payload, point_uuid,
 };
 
 /// How a new collection is laid out on a Qdrant cluster (0: server default).
@@ -156,9 +156,9 @@ impl VectorStore for ServerStore {
                 SearchPointsBuilder::new(&self.collection, q.vector.clone(), q.top_k.max(1) as u64)
                     .filter(acl_filter(q))
                     // ACORN for narrow ACL filters, as the embedded store (edge.rs).
-                    .params(
-                        SearchParamsBuilder::default().acorn(AcornSearchParamsBuilder::new(true)),
-                    )
+                    .params(SearchParamsBuilder::default().acorn(
+                        AcornSearchParamsBuilder::new(true).max_selectivity(ACORN_MAX_SELECTIVITY),
+                    ))
                     .with_payload(true),
             )
             .await
