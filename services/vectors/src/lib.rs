@@ -143,8 +143,9 @@ pub(crate) fn payload(p: &VectorPoint) -> serde_json::Value {
 /// hits asked): without ACORN a reader of 2 groups (10%) got 1 to 3 hits on
 /// 2 of 50 searches, while readers of 3, 4 and 6 groups (15 to 30%) got all
 /// 100 every time in about 2 ms; with ACORN at Qdrant's default threshold
-/// (40%) the 6-group reader took 23 to 34 ms (a build running beside). Below Qdrant's full-scan threshold
-/// the filtered points are scanned exactly either way.
+/// (40%) the 6-group reader took 23 to 34 ms (a build running beside).
+/// Below Qdrant's full-scan threshold the filtered points are scanned
+/// exactly either way.
 pub(crate) const ACORN_MAX_SELECTIVITY: f64 = 0.15;
 
 /// Payload fields with keyword indexes, created before any data arrives.
