@@ -584,7 +584,7 @@ impl DocumentService {
                 }
                 replies.push(p.reply);
             }
-            while self.write_items(&mut items).await {}
+            self.write_items(&mut items).await;
             let mut answers: Vec<Vec<Result<Outcome, ServiceError>>> =
                 replies.iter().map(|_| Vec::new()).collect();
             for item in items {
@@ -600,16 +600,38 @@ impl DocumentService {
         .await
     }
 
-    /// One attempt at the items without a result: stages them in one
-    /// catalog transaction (a savepoint each; one refused or failing there
-    /// is reported alone), then embeds those not yet embedded while Tantivy
-    /// takes the staged versions, writes the vectors, and commits. If a
-    /// document's embedding fails, it is reported, the indexes are put back,
-    /// nothing commits, and `true` asks for another attempt without it (the
-    /// others keep their embeddings). A failure of an index or of the commit
-    /// fails every staged document: the indexes are put back and nothing of
-    /// the batch is written.
-    async fn write_items(&self, items: &mut [Item]) -> bool {
+    /// Writes the items without a result as one batch. Documents not yet
+    /// embedded are embedded first, outside the catalog transaction: SQLite
+    /// takes one writer at a time and the audit trail writes there too, so a
+    /// batch's embedding (seconds on a busy CPU) inside the transaction kept
+    /// every audit record waiting past its busy timeout, and every request
+    /// meanwhile got a 503. A document whose embedding fails is reported
+    /// alone. The rest are staged in one catalog transaction (a savepoint
+    /// each; one refused or failing there is reported alone), written to
+    /// Tantivy and the vector store, and committed. A failure of an index or
+    /// of the commit fails every staged document: the indexes are put back
+    /// and nothing of the batch is written.
+    async fn write_items(&self, items: &mut [Item]) {
+        let to_embed: Vec<usize> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.result.is_none() && i.points.is_none())
+            .map(|(n, _)| n)
+            .collect();
+        let docs: Vec<(Document, Vec<ChunkRow>)> = to_embed
+            .iter()
+            .map(|&i| (items[i].parsed.doc.clone(), items[i].parsed.rows.clone()))
+            .collect();
+        let embedded = self.embed_all(docs).await;
+        for (i, points) in to_embed.into_iter().zip(embedded) {
+            match points {
+                Ok(p) => items[i].points = Some(p),
+                Err(e) => items[i].result = Some(Err(e)),
+            }
+        }
+        if items.iter().all(|i| i.result.is_some()) {
+            return;
+        }
         let mut txn = match self.catalog.begin_batch().await {
             Ok(t) => t,
             Err(e) => {
@@ -617,7 +639,7 @@ impl DocumentService {
                 for item in items.iter_mut().filter(|i| i.result.is_none()) {
                     item.result = Some(Err(ServiceError::BatchFailed(why.clone())));
                 }
-                return false;
+                return;
             }
         };
         // Staged: the item's index, with the document as staged and its
@@ -647,7 +669,7 @@ impl DocumentService {
         }
         if staged.is_empty() {
             let _ = txn.rollback().await;
-            return false;
+            return;
         }
         // The last version of each document in the batch wins (the same id
         // may come twice); its state before the batch is what a failure
@@ -682,34 +704,9 @@ impl DocumentService {
                 .collect();
             Ok(index.replace_documents(&refs)?)
         });
-        let to_embed: Vec<usize> = staged
-            .iter()
-            .map(|(i, _)| *i)
-            .filter(|i| items[*i].points.is_none())
-            .collect();
-        let docs: Vec<(Document, Vec<ChunkRow>)> = to_embed
-            .iter()
-            .map(|&i| (items[i].parsed.doc.clone(), items[i].parsed.rows.clone()))
-            .collect();
-        // The embedder computes while Tantivy writes.
-        let (embedded, lexical) = tokio::join!(self.embed_all(docs), lexical);
-        let mut retry = false;
-        for (i, points) in to_embed.into_iter().zip(embedded) {
-            match points {
-                Ok(p) => items[i].points = Some(p),
-                Err(e) => {
-                    items[i].result = Some(Err(e));
-                    retry = true;
-                }
-            }
-        }
+        let lexical = lexical.await;
         let applied = match lexical {
             Err(e) => Err(e),
-            Ok(()) if retry => {
-                self.restore_all(before).await;
-                let _ = txn.rollback().await;
-                return true;
-            }
             Ok(()) => {
                 let keys: Vec<(String, String)> = last.keys().cloned().collect();
                 let points: Vec<VectorPoint> = last
@@ -765,7 +762,6 @@ impl DocumentService {
                 Err(why) => Err(ServiceError::BatchFailed(why.clone())),
             });
         }
-        false
     }
 
     async fn restore_all(&self, before: Versions) {
