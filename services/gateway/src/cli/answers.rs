@@ -490,12 +490,11 @@ impl Misses {
     /// Adds one question: its own `positive` and `negative` passages and
     /// the documents a mode ranked for it (a document once per chunk).
     fn add(&mut self, positive: &[String], negative: &[String], ranked: &[String], k: usize) {
-        let mut seen = std::collections::HashSet::new();
-        let docs: Vec<&String> = ranked.iter().filter(|d| seen.insert(*d)).collect();
+        let docs = sovra_retrieval::distinct(ranked.iter().map(String::as_str));
         self.positives += positive.len();
         let before = self.missed;
         for pos in positive {
-            match docs.iter().position(|d| *d == pos) {
+            match docs.iter().position(|d| d == pos) {
                 Some(i) if i < k => continue,
                 Some(i) if i < 20 => self.within_20 += 1,
                 Some(i) if i < 50 => self.within_50 += 1,

@@ -126,8 +126,7 @@ pub(crate) async fn search_chunks(
 /// nDCG@k, recall@k and reciprocal rank of one ranked list of document ids
 /// (binary relevance; each document counted once, at its best rank).
 pub fn score(ranked: &[String], relevant: &[String], k: usize) -> (f64, f64, f64) {
-    let mut seen = std::collections::HashSet::new();
-    let docs: Vec<&String> = ranked.iter().filter(|d| seen.insert(*d)).collect();
+    let docs = sovra_retrieval::distinct(ranked.iter().map(String::as_str));
     let rel = |d: &String| relevant.contains(d);
     let dcg: f64 = docs
         .iter()
