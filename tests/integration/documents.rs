@@ -777,7 +777,9 @@ async fn concurrent_single_writes_are_committed_together_and_all_land() {
 /// transaction: SQLite takes one writer at a time and the audit trail
 /// writes there too, so while the batch embedded inside the transaction,
 /// every audited request waited past SQLite's busy timeout (5 s) and got a
-/// 503. Searches made during a long bulk write are answered.
+/// 503. Searches made during a long bulk write are answered. And a bulk
+/// request is answered when its own batch is written: the first one here
+/// used to wait for the second, queued behind it, as well.
 #[tokio::test]
 async fn requests_during_a_long_bulk_write_are_answered() {
     let (s, _) = Server::start(Db::Sqlite).await;
@@ -799,43 +801,61 @@ async fn requests_during_a_long_bulk_write_are_answered() {
         "infusion",
         "settlement",
     ];
-    // About 100 chunks of several hundred tokens: over 5 s of
-    // embedding on two cores.
-    let docs: Vec<Value> = (0..32)
-        .map(|i| {
-            let text: Vec<&str> = (0..400).map(|j| words[(i * 7 + j * j) % words.len()]).collect();
-            json!({"id": format!("long{i}"), "title": format!("Long {i}"), "text": text.join(" "), "acl": {"groups": ["g1"]}})
-        })
-        .collect();
+    // Chunks of several hundred tokens: the first request's (about 100)
+    // take over 5 s to embed on two cores.
+    let docs = |prefix: &str, n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| {
+                let text: Vec<&str> = (0..400)
+                    .map(|j| words[(i * 7 + j * j) % words.len()])
+                    .collect();
+                json!({"id": format!("{prefix}{i}"), "title": format!("Long {i}"), "text": text.join(" "), "acl": {"groups": ["g1"]}})
+            })
+            .collect()
+    };
     let started = std::time::Instant::now();
-    let (client, url, token) = (s.client.clone(), s.url("/v1/documents"), ing.clone());
-    let bulk = tokio::spawn(async move {
-        let r = client
-            .post(url)
-            .bearer_auth(token)
-            .json(&docs)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    });
+    let bulk = |docs: Vec<Value>| {
+        let (client, url, token) = (s.client.clone(), s.url("/v1/documents"), ing.clone());
+        tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&docs)
+                .send()
+                .await
+                .unwrap();
+            let done = std::time::Instant::now();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap(), done)
+        })
+    };
+    let first = bulk(docs("long", 32));
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let second = bulk(docs("later", 16));
     let mut searched = 0;
-    while !bulk.is_finished() {
+    while !(first.is_finished() && second.is_finished()) {
         // Asserts 200: each search is audited before it is answered.
         search(&s, &rd, "liquidity").await;
         searched += 1;
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    let (status, body) = bulk.await.unwrap();
+    let (status, body, first_done) = first.await.unwrap();
     assert_eq!((status, &body["written"]), (207, &json!(32)), "{body}");
+    let (status, body, second_done) = second.await.unwrap();
+    assert_eq!((status, &body["written"]), (207, &json!(16)), "{body}");
+    let (a, b) = (
+        (first_done - started).as_secs_f64(),
+        (second_done - started).as_secs_f64(),
+    );
     eprintln!(
-        "bulk write of 32 documents took {:.1} s; {searched} searches answered meanwhile",
-        started.elapsed().as_secs_f64()
+        "bulk writes answered after {a:.1} s (32 documents) and {b:.1} s (16 queued behind); {searched} searches answered meanwhile"
     );
     assert!(
         searched > 0,
-        "the bulk write ended before a search was made"
+        "the bulk writes ended before a search was made"
+    );
+    assert!(
+        a + 1.0 < b,
+        "the first bulk write waited for the second: answered at {a:.1} s, the second at {b:.1} s"
     );
     assert_eq!(search(&s, &rd, "liquidity").await.len(), 20);
     s.verify_ok();
