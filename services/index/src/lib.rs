@@ -18,7 +18,7 @@ use sovra_auth::{AccessScope, Acl, fields};
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
-    Field, INDEXED, IndexRecordOption, JsonObjectOptions, STORED, STRING, Schema,
+    FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions, STORED, STRING, Schema,
     TextFieldIndexing, TextOptions, Value,
 };
 use tantivy::snippet::SnippetGenerator;
@@ -91,6 +91,14 @@ pub struct Hit {
     pub text: String,
 }
 
+/// A lexical candidate: which chunk, and its BM25 score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub document_id: String,
+    pub chunk_id: String,
+    pub score: f32,
+}
+
 /// The term a document's chunks share: tenant and id, joined by a byte
 /// neither may contain.
 fn doc_key(tenant: &str, id: &str) -> String {
@@ -139,9 +147,11 @@ fn schema() -> (Schema, Fields) {
         .set_indexing_options(TextFieldIndexing::default().set_tokenizer("raw"))
         .set_stored();
     let fields = Fields {
-        document_id: b.add_text_field("document_id", STRING | STORED),
+        // Fast as well as stored: search candidates are read from the
+        // fast fields (columns), not the document store.
+        document_id: b.add_text_field("document_id", STRING | STORED | FAST),
         doc_key: b.add_text_field("doc_key", STRING),
-        chunk_id: b.add_text_field("chunk_id", STRING | STORED),
+        chunk_id: b.add_text_field("chunk_id", STRING | STORED | FAST),
         ordinal: b.add_u64_field("ordinal", INDEXED | STORED),
         version: b.add_i64_field("version", STORED),
         tenant: b.add_text_field(fields::TENANT, STRING | STORED),
@@ -406,14 +416,19 @@ impl LexicalIndex {
         Box::new(BooleanQuery::new(clauses))
     }
 
-    /// The body's snippet generator: the query's body terms weighted as
-    /// tantivy's own `SnippetGenerator::create` weighs them, with the
-    /// forward-only analysis of [`analysis::snippet_analyzer`].
-    fn snippets(
+    /// A highlighter of `text`'s terms: the query's body terms weighted as
+    /// tantivy's own `SnippetGenerator::create` weighs them (by the index's
+    /// document frequencies), with the forward-only analysis of
+    /// [`analysis::snippet_analyzer`].
+    pub fn highlighter(&self, text: &str) -> Result<Highlighter, IndexError> {
+        self.highlighter_with(&self.reader.searcher(), &*self.text_query(text))
+    }
+
+    fn highlighter_with(
         &self,
         searcher: &tantivy::Searcher,
         query: &dyn Query,
-    ) -> Result<SnippetGenerator, IndexError> {
+    ) -> Result<Highlighter, IndexError> {
         let body = self.fields.body;
         let mut terms: Vec<Term> = Vec::new();
         query.query_terms(&mut |term, _| {
@@ -431,16 +446,14 @@ impl LexicalIndex {
                 weighted.insert(text, 1.0 / (1.0 + doc_freq as f32));
             }
         }
-        Ok(SnippetGenerator::new(
-            weighted,
-            analysis::snippet_analyzer(),
-            body,
-            240,
-        ))
+        Ok(Highlighter {
+            generator: SnippetGenerator::new(weighted, analysis::snippet_analyzer(), body, 240),
+        })
     }
 
-    /// BM25 search; only chunks the principal may see can match.
-    pub fn search(&self, req: &SearchRequest<'_>) -> Result<Vec<Hit>, IndexError> {
+    /// The whole query: the text's terms, the access scope and the metadata
+    /// filter, all inside Tantivy.
+    fn query(&self, req: &SearchRequest<'_>) -> (Box<dyn Query>, BooleanQuery) {
         let f = self.fields;
         let text_query = self.text_query(req.text);
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
@@ -455,13 +468,70 @@ impl LexicalIndex {
                 Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
             ));
         }
-        let query = BooleanQuery::new(clauses);
+        (text_query, BooleanQuery::new(clauses))
+    }
+
+    /// BM25 search for candidates: the best `top_k` chunks the principal may
+    /// see, by id and score only. Nothing else is read: the ids come from
+    /// fast fields, not the document store, and no snippet is made (the
+    /// retriever takes text and title from the catalog and highlights only
+    /// what it serves).
+    pub fn candidates(&self, req: &SearchRequest<'_>) -> Result<Vec<Candidate>, IndexError> {
+        let (_, query) = self.query(req);
         let searcher = self.reader.searcher();
         let top = searcher.search(
             &query,
             &TopDocs::with_limit(req.top_k.clamp(1, 1000)).order_by_score(),
         )?;
-        let snippets = self.snippets(&searcher, &*text_query)?;
+        let mut columns = BTreeMap::new();
+        let mut out = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            if !columns.contains_key(&addr.segment_ord) {
+                let fast = searcher.segment_reader(addr.segment_ord).fast_fields();
+                let column = |name: &str| -> Result<tantivy::columnar::StrColumn, IndexError> {
+                    fast.str(name)?.ok_or_else(|| {
+                        IndexError::Tantivy(tantivy::TantivyError::SchemaError(format!(
+                            "{name} is not a fast field"
+                        )))
+                    })
+                };
+                columns.insert(
+                    addr.segment_ord,
+                    (column("document_id")?, column("chunk_id")?),
+                );
+            }
+            let Some((documents, chunks)) = columns.get(&addr.segment_ord) else {
+                continue;
+            };
+            let value = |column: &tantivy::columnar::StrColumn| -> Result<String, IndexError> {
+                let mut s = String::new();
+                if let Some(ord) = column.term_ords(addr.doc_id).next() {
+                    column
+                        .ord_to_str(ord, &mut s)
+                        .map_err(|e| IndexError::Tantivy(e.into()))?;
+                }
+                Ok(s)
+            };
+            out.push(Candidate {
+                document_id: value(documents)?,
+                chunk_id: value(chunks)?,
+                score,
+            });
+        }
+        Ok(out)
+    }
+
+    /// BM25 search with each hit's stored text and a highlighted snippet;
+    /// only chunks the principal may see can match.
+    pub fn search(&self, req: &SearchRequest<'_>) -> Result<Vec<Hit>, IndexError> {
+        let f = self.fields;
+        let (text_query, query) = self.query(req);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(
+            &query,
+            &TopDocs::with_limit(req.top_k.clamp(1, 1000)).order_by_score(),
+        )?;
+        let highlighter = self.highlighter_with(&searcher, &*text_query)?;
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let doc: TantivyDocument = searcher.doc(addr)?;
@@ -471,26 +541,7 @@ impl LexicalIndex {
                     .unwrap_or_default()
                     .to_owned()
             };
-            // A snippet that cannot be made never fails the search: the
-            // generator has panicked on offsets before (fixed at the cause,
-            // see analysis::snippet_analyzer); should it again, the hit
-            // gets a plain excerpt, and the first such case is logged.
-            let highlighted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let mut snippet = snippets.snippet_from_doc(&doc);
-                snippet.set_snippet_prefix_postfix("<mark>", "</mark>");
-                snippet.to_html()
-            }));
-            let html = match highlighted {
-                Ok(html) if !html.is_empty() => html,
-                Ok(_) => plain_snippet(&text_of(f.body)),
-                Err(_) => {
-                    static LOGGED: std::sync::Once = std::sync::Once::new();
-                    LOGGED.call_once(|| {
-                        tracing::error!(chunk = %text_of(f.chunk_id), "the snippet generator failed on a chunk; plain excerpts are served instead (logged once)");
-                    });
-                    plain_snippet(&text_of(f.body))
-                }
-            };
+            let text = text_of(f.body);
             hits.push(Hit {
                 document_id: text_of(f.document_id),
                 chunk_id: text_of(f.chunk_id),
@@ -501,11 +552,43 @@ impl LexicalIndex {
                     .unwrap_or(0),
                 title: text_of(f.title),
                 score,
-                snippet: html,
-                text: text_of(f.body),
+                snippet: highlighter.snippet(&text),
+                text,
             });
         }
         Ok(hits)
+    }
+}
+
+/// Marks a query's terms in any text: the best passage of up to 240
+/// characters, matched terms in `<mark>`, the rest HTML-escaped.
+pub struct Highlighter {
+    generator: SnippetGenerator,
+}
+
+impl Highlighter {
+    /// The snippet of `text`; a text holding none of the terms gets its
+    /// first 240 characters. A snippet that cannot be made never fails the
+    /// search: the generator has panicked on offsets before (fixed at the
+    /// cause, see analysis::snippet_analyzer); should it again, the text
+    /// gets a plain excerpt, and the first such case is logged.
+    pub fn snippet(&self, text: &str) -> String {
+        let highlighted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut snippet = self.generator.snippet(text);
+            snippet.set_snippet_prefix_postfix("<mark>", "</mark>");
+            snippet.to_html()
+        }));
+        match highlighted {
+            Ok(html) if !html.is_empty() => html,
+            Ok(_) => plain_snippet(text),
+            Err(_) => {
+                static LOGGED: std::sync::Once = std::sync::Once::new();
+                LOGGED.call_once(|| {
+                    tracing::error!("the snippet generator failed on a text; plain excerpts are served instead (logged once)");
+                });
+                plain_snippet(text)
+            }
+        }
     }
 }
 

@@ -454,3 +454,85 @@ fn an_index_of_an_older_schema_is_emptied_and_opened() {
     // Reopened with the current schema, it keeps what it holds.
     assert_eq!(LexicalIndex::open(dir.path()).unwrap().num_chunks(), 1);
 }
+
+/// Candidates are the search's hits by id and score, read from fast fields
+/// across segments, with the access rule inside the query as for `search`.
+#[test]
+fn candidates_match_the_search_by_id_and_score() {
+    let idx = LexicalIndex::in_ram().unwrap();
+    // One commit per document: several segments.
+    for n in 0..12 {
+        let id = format!("d{n}");
+        let group = if n % 3 == 0 { "secret" } else { "staff" };
+        let text = format!("liquidity ratio report {}", "liquidity ".repeat(n));
+        idx.replace_document(
+            "bank",
+            &id,
+            &[entry(&id, 0, "bank", &text, groups(&[group]))],
+        )
+        .unwrap();
+    }
+    let p = principal("u", "bank", &["staff"]);
+    let req = SearchRequest::new(&p, "liquidity report", 100);
+    let hits = idx.search(&req).unwrap();
+    let candidates = idx.candidates(&req).unwrap();
+    assert_eq!(hits.len(), 8, "the secret documents stay out");
+    let pairs = |c: &[Candidate]| -> Vec<(String, String, f32)> {
+        c.iter()
+            .map(|c| (c.document_id.clone(), c.chunk_id.clone(), c.score))
+            .collect()
+    };
+    let expected: Vec<(String, String, f32)> = hits
+        .iter()
+        .map(|h| (h.document_id.clone(), h.chunk_id.clone(), h.score))
+        .collect();
+    assert_eq!(pairs(&candidates), expected);
+    assert!(
+        candidates
+            .iter()
+            .all(|c| c.chunk_id == format!("{}:0:x", c.document_id))
+    );
+    // Another tenant sees nothing.
+    let other = principal("u", "clinic", &["staff"]);
+    assert!(
+        idx.candidates(&SearchRequest::new(&other, "liquidity", 100))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The highlighter marks the query's terms in any text, found by the index
+/// or not, and a text holding none of them gets its plain opening.
+#[test]
+fn the_highlighter_marks_terms_in_any_text() {
+    let idx = LexicalIndex::in_ram().unwrap();
+    idx.replace_document(
+        "bank",
+        "a",
+        &[entry(
+            "a",
+            0,
+            "bank",
+            "treasury approval limits",
+            groups(&["g"]),
+        )],
+    )
+    .unwrap();
+    let h = idx.highlighter("treasury approval").unwrap();
+    let marked = h.snippet("The <b>treasury</b> desk needs approval.");
+    assert!(marked.contains("<mark>treasury</mark>"), "{marked}");
+    assert!(marked.contains("<mark>approval</mark>"), "{marked}");
+    assert!(
+        marked.contains("&lt;b&gt;"),
+        "the rest is escaped: {marked}"
+    );
+    let long = "No matching words & here. ".repeat(20);
+    let plain = h.snippet(&long);
+    assert_eq!(plain, plain_snippet(&long));
+    assert!(plain.starts_with("No matching words &amp; here."));
+    assert_eq!(
+        plain.chars().count(),
+        240 + 4 * 9,
+        "the first 240 characters (nine &), escaped"
+    );
+}

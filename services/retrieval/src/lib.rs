@@ -144,7 +144,9 @@ pub struct Retrieved {
     /// pipeline's relevance gate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub question_coverage: Option<f32>,
-    /// HTML with matched terms in `<mark>`; escaped text for dense-only hits.
+    /// HTML: the best passage of the chunk's text with the query's terms in
+    /// `<mark>`, the rest escaped (its first 240 characters when it holds
+    /// none of them, as a dense-only hit may not).
     pub snippet: String,
     #[serde(skip)]
     pub text: String,
@@ -217,7 +219,7 @@ impl Retriever {
         scope: &AccessScope,
         query: &str,
         metadata: &BTreeMap<String, String>,
-    ) -> Result<Vec<sovra_index::Hit>, RetrievalError> {
+    ) -> Result<Vec<sovra_index::Candidate>, RetrievalError> {
         let (index, scope, query, metadata, k) = (
             self.index.clone(),
             scope.clone(),
@@ -229,7 +231,7 @@ impl Retriever {
             let _span = tracing::info_span!("retrieve_lexical").entered();
             let mut req = SearchRequest::new(scope, &query, k);
             req.metadata = metadata;
-            index.search(&req)
+            index.candidates(&req)
         })
         .await
         .map_err(RetrievalError::Task)?
@@ -288,7 +290,7 @@ impl Retriever {
         let lexical_order: Vec<&str> = lexical.iter().map(|h| h.chunk_id.as_str()).collect();
         let dense_order: Vec<&str> = dense.iter().map(|h| h.chunk_id.as_str()).collect();
         let order = self.fusion.fuse(&lexical_order, &dense_order);
-        let lexical_hits: HashMap<&str, (usize, &sovra_index::Hit)> = lexical
+        let lexical_hits: HashMap<&str, (usize, &sovra_index::Candidate)> = lexical
             .iter()
             .enumerate()
             .map(|(i, h)| (h.chunk_id.as_str(), (i + 1, h)))
@@ -303,17 +305,12 @@ impl Retriever {
             .filter_map(|(chunk_id, score)| {
                 let lex = lexical_hits.get(chunk_id.as_str());
                 let den = dense_hits.get(chunk_id.as_str());
-                let mut r = match (lex, den) {
-                    (Some((_, h)), _) => Retrieved {
-                        title: h.title.clone(),
-                        ordinal: h.ordinal,
-                        snippet: h.snippet.clone(),
-                        text: h.text.clone(),
-                        ..Retrieved::empty(&h.document_id, &h.chunk_id)
-                    },
-                    (None, Some((_, h))) => Retrieved::empty(&h.document_id, &h.chunk_id),
+                let document_id = match (lex, den) {
+                    (Some((_, h)), _) => &h.document_id,
+                    (None, Some((_, h))) => &h.document_id,
                     (None, None) => return None,
                 };
+                let mut r = Retrieved::empty(document_id, &chunk_id);
                 r.score = score;
                 r.lexical_rank = lex.map(|(rank, _)| *rank);
                 r.lexical_score = lex.map(|(_, h)| h.score);
@@ -330,7 +327,7 @@ impl Retriever {
         // the catalog's. Candidates are checked in ranked order until
         // `top_k` survive.
         let mut kept = Vec::with_capacity(top_k);
-        for window in ranked.chunks(top_k.max(1) * 2) {
+        'windows: for window in ranked.chunks(top_k.max(1) * 2) {
             let ids: Vec<String> = window.iter().map(|r| r.chunk_id.clone()).collect();
             let current = self
                 .catalog
@@ -349,17 +346,37 @@ impl Retriever {
                 let mut r = r.clone();
                 r.title = c.title.clone();
                 r.ordinal = u32::try_from(c.ordinal).unwrap_or(0);
-                if r.text != c.text || r.snippet.is_empty() {
-                    r.snippet = sovra_index::plain_snippet(&c.text);
-                }
                 r.text = c.text.clone();
                 kept.push(r);
                 if kept.len() == top_k {
-                    return Ok(kept);
+                    break 'windows;
                 }
             }
         }
-        Ok(kept)
+        // Snippets only for what is served, from the catalog's text, with
+        // the query's terms marked whichever leg found the chunk.
+        self.highlight(query, kept).await
+    }
+
+    async fn highlight(
+        &self,
+        query: &str,
+        mut kept: Vec<Retrieved>,
+    ) -> Result<Vec<Retrieved>, RetrievalError> {
+        if kept.is_empty() {
+            return Ok(kept);
+        }
+        let (index, query) = (self.index.clone(), query.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let _span = tracing::info_span!("retrieve_snippets").entered();
+            let highlighter = index.highlighter(&query)?;
+            for r in &mut kept {
+                r.snippet = highlighter.snippet(&r.text);
+            }
+            Ok(kept)
+        })
+        .await
+        .map_err(RetrievalError::Task)?
     }
 }
 
