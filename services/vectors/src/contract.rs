@@ -181,6 +181,50 @@ async fn contract(store: &dyn VectorStore) {
             .get(&key("clinic", "d1")),
         None
     );
+    narrow_readers_get_the_exact_nearest_points(store).await;
+}
+
+/// A reader admitted to a tenth of 3,000 points gets exactly the nearest
+/// of those it may see, in order (brute force here is the reference).
+async fn narrow_readers_get_the_exact_nearest_points(store: &dyn VectorStore) {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+    };
+    let groups = ["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9"];
+    let points: Vec<VectorPoint> = (0..3000)
+        .map(|i| {
+            let v: Vec<f32> = (0..DIM).map(|_| next()).collect();
+            let (chunk, doc) = (format!("n{i}:0"), format!("n{i}"));
+            point(&chunk, &doc, "exact", &[groups[i % 10]], &[], v)
+        })
+        .collect();
+    for batch in points.chunks(500) {
+        store.upsert(batch.to_vec()).await.unwrap();
+    }
+    let query: Vec<f32> = (0..DIM).map(|_| next()).collect();
+    let cosine = |v: &[f32]| {
+        let dot: f32 = v.iter().zip(&query).map(|(a, b)| a * b).sum();
+        let norm = |x: &[f32]| x.iter().map(|a| a * a).sum::<f32>().sqrt();
+        dot / (norm(v) * norm(&query))
+    };
+    let mut expected: Vec<(f32, String)> = points
+        .iter()
+        .filter(|p| p.acl.groups == ["n3"])
+        .map(|p| (cosine(&p.vector), p.chunk_id.clone()))
+        .collect();
+    expected.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let expected: Vec<String> = expected.into_iter().take(20).map(|(_, id)| id).collect();
+    let reader = principal("nora", "exact", &["n3"]);
+    let hits = store
+        .search(&VectorQuery::new(&reader, query.clone(), 20))
+        .await
+        .unwrap();
+    let got: Vec<String> = hits.into_iter().map(|h| h.chunk_id).collect();
+    assert_eq!(got, expected);
 }
 
 #[tokio::test]

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use qdrant_edge::{
-    AcornSearchParams, Condition, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfig,
-    EdgeShard, EdgeVectorParams, FacetRequest, FacetValue, FacetValueHit, FieldCondition,
-    FieldIndexOperations, Filter, JsonPath, Match, NamedQuery, PayloadFieldSchema,
+    AcornSearchParams, Condition, CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance,
+    EdgeConfig, EdgeShard, EdgeVectorParams, FacetRequest, FacetValue, FacetValueHit,
+    FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, NamedQuery, PayloadFieldSchema,
     PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum,
     SearchParams, SearchRequest, UpdateOperation, WithPayloadInterface,
 };
@@ -16,8 +16,8 @@ use qdrant_edge::{
 use sovra_auth::fields;
 
 use crate::{
-    ACORN_MAX_SELECTIVITY, DOC_VERSION, DocState, KEYWORD_FIELDS, VectorError, VectorHit,
-    VectorPoint, VectorQuery, VectorStore, fold_doc_versions, payload, point_uuid,
+    ACORN_MAX_SELECTIVITY, DOC_VERSION, DocState, EXACT_MAX_POINTS, KEYWORD_FIELDS, VectorError,
+    VectorHit, VectorPoint, VectorQuery, VectorStore, fold_doc_versions, payload, point_uuid,
 };
 
 pub struct EdgeStore {
@@ -189,28 +189,38 @@ impl VectorStore for EdgeStore {
     }
 
     async fn search(&self, q: &VectorQuery) -> Result<Vec<VectorHit>, VectorError> {
-        let request = SearchRequest {
-            query: QueryEnum::Nearest(NamedQuery {
-                query: q.vector.clone().into(),
-                using: None,
-            }),
-            filter: Some(acl_filter(q)?),
-            // ACORN when the ACL filter admits few points (see
-            // ACORN_MAX_SELECTIVITY).
-            params: Some(SearchParams {
-                acorn: Some(AcornSearchParams {
-                    enable: true,
-                    max_selectivity: Some(ACORN_MAX_SELECTIVITY.into()),
-                }),
-                ..SearchParams::default()
-            }),
-            limit: q.top_k.max(1),
-            offset: 0,
-            with_payload: Some(WithPayloadInterface::Bool(true)),
-            with_vector: None,
-            score_threshold: None,
-        };
+        let filter = acl_filter(q)?;
+        let (vector, limit) = (q.vector.clone(), q.top_k.max(1));
         self.blocking(move |shard| {
+            // Few admitted points: scored exactly (see EXACT_MAX_POINTS);
+            // otherwise the graph, with ACORN when the filter admits few
+            // of the points (see ACORN_MAX_SELECTIVITY).
+            let admitted = shard
+                .count(CountRequest {
+                    filter: Some(filter.clone()),
+                    exact: false,
+                })
+                .map_err(err)?;
+            let request = SearchRequest {
+                query: QueryEnum::Nearest(NamedQuery {
+                    query: vector.into(),
+                    using: None,
+                }),
+                filter: Some(filter),
+                params: Some(SearchParams {
+                    exact: admitted <= EXACT_MAX_POINTS,
+                    acorn: Some(AcornSearchParams {
+                        enable: true,
+                        max_selectivity: Some(ACORN_MAX_SELECTIVITY.into()),
+                    }),
+                    ..SearchParams::default()
+                }),
+                limit,
+                offset: 0,
+                with_payload: Some(WithPayloadInterface::Bool(true)),
+                with_vector: None,
+                score_threshold: None,
+            };
             let points = shard.search(request).map_err(err)?;
             Ok(points
                 .into_iter()
