@@ -208,6 +208,63 @@ async fn latency(
     (percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
+/// Where a hybrid search's time goes: each of its stages alone, on fresh
+/// random queries, p50/p99 in ms: the query embedding, the lexical leg (100
+/// candidates, as the retriever asks), the vector leg (100 candidates), the
+/// catalog recheck of the first 20 candidates, and the lexical leg as it was
+/// before candidates were read from fast fields (stored text and a snippet
+/// for each of the 100).
+async fn stages(
+    embedder: &dyn Embedder,
+    index: &LexicalIndex,
+    vectors: &dyn VectorStore,
+    catalog: &Catalog,
+    p: &Principal,
+    rng: &mut Rng,
+    n: usize,
+) -> [(f64, f64); 5] {
+    let mut times: [Vec<Duration>; 5] = Default::default();
+    for _ in 0..n {
+        let q = format!(
+            "{} {} {}",
+            rng.pick(WORDS),
+            rng.pick(WORDS),
+            rng.pick(WORDS)
+        );
+        let started = Instant::now();
+        let vector = embedder
+            .embed(&[q.as_str()], TextKind::Query)
+            .unwrap()
+            .pop()
+            .unwrap()
+            .vector;
+        times[0].push(started.elapsed());
+        let started = Instant::now();
+        index.candidates(&SearchRequest::new(p, &q, 100)).unwrap();
+        times[1].push(started.elapsed());
+        // The lexical leg as it was: each candidate's stored text read and
+        // a snippet made for all 100.
+        let started = Instant::now();
+        index.search(&SearchRequest::new(p, &q, 100)).unwrap();
+        times[4].push(started.elapsed());
+        let started = Instant::now();
+        let hits = vectors
+            .search(&sovra_vectors::VectorQuery::new(p, vector, 100))
+            .await
+            .unwrap();
+        times[2].push(started.elapsed());
+        let ids: Vec<String> = hits.iter().take(20).map(|h| h.chunk_id.clone()).collect();
+        let started = Instant::now();
+        let found = catalog.chunk_texts("bank", &ids).await.unwrap();
+        times[3].push(started.elapsed());
+        assert_eq!(found.len(), ids.len());
+    }
+    times.map(|mut t| {
+        t.sort();
+        (percentile(&t, 0.5), percentile(&t, 0.99))
+    })
+}
+
 fn new_document(id: String, body: &str, acl: Acl) -> NewDocument {
     NewDocument {
         title: format!("Policy {id}"),
@@ -289,238 +346,248 @@ async fn main() {
         model.id()
     );
 
-    // ---- Ingestion through the whole write path, against the embedder alone ----
-    let bodies: Vec<String> = (0..docs)
-        .map(|_| {
-            let paragraphs = 3 + (rng.next() % 6) as usize;
-            document(&mut rng, paragraphs)
-        })
-        .collect();
-    let acls: Vec<Acl> = (0..docs).map(|_| acl(&mut rng)).collect();
-    let bytes: usize = bodies.iter().map(String::len).sum();
-    let writer = Principal {
-        subject: "bench".into(),
-        tenant: "bank".into(),
-        roles: [sovra_auth::Role::Ingester].into_iter().collect(),
-        groups: Vec::new(),
-    };
-    // The embedder alone, on exactly the chunks the write path makes.
-    let texts: Vec<String> = bodies
-        .iter()
-        .enumerate()
-        .flat_map(|(i, b)| {
-            let blocks =
-                sovra_ingest::parse(b.as_bytes(), Format::Markdown, Limits::default()).unwrap();
-            chunker
-                .chunk(&format!("doc-{i}"), &blocks)
-                .unwrap()
-                .into_iter()
-                .map(|c| c.text)
-        })
-        .collect();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    embedder
-        .embed(&refs[..BATCH.min(refs.len())], TextKind::Passage)
-        .unwrap();
-    let started = Instant::now();
-    embedder.embed(&refs, TextKind::Passage).unwrap();
-    let embed_only = texts.len() as f64 / started.elapsed().as_secs_f64();
-
-    let mut rows: Vec<(String, f64, f64)> = Vec::new();
-    // One document per call, one after another (each commits alone).
-    {
-        let (service, _) = write_path(
-            &dir.path().join("one-by-one"),
-            embedder.clone(),
-            chunker.clone(),
-        )
-        .await;
-        let started = Instant::now();
-        let mut chunks = 0i64;
-        for (i, body) in bodies.iter().enumerate() {
-            let out = service
-                .ingest(
-                    &writer,
-                    new_document(format!("doc-{i}"), body, acls[i].clone()),
-                )
-                .await
-                .unwrap();
-            chunks += out.document.chunk_count;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        rows.push((
-            "one at a time".into(),
-            docs as f64 / secs,
-            chunks as f64 / secs,
-        ));
-    }
-    // Bulk writes of 16 and of 64 documents (`sovra ingest` sends 64).
-    for per_call in [16usize, 64] {
-        let (service, _) = write_path(
-            &dir.path().join(format!("bulk-{per_call}")),
-            embedder.clone(),
-            chunker.clone(),
-        )
-        .await;
-        let started = Instant::now();
-        let mut chunks = 0i64;
-        let all: Vec<NewDocument> = bodies
+    // `BENCH_PART=search`: only the search part (the ingestion and
+    // embedding parts take most of the run); `BENCH_PART=ingest`: only those.
+    let part = std::env::var("BENCH_PART").unwrap_or_default();
+    if part != "search" {
+        // ---- Ingestion through the whole write path, against the embedder alone ----
+        let bodies: Vec<String> = (0..docs)
+            .map(|_| {
+                let paragraphs = 3 + (rng.next() % 6) as usize;
+                document(&mut rng, paragraphs)
+            })
+            .collect();
+        let acls: Vec<Acl> = (0..docs).map(|_| acl(&mut rng)).collect();
+        let bytes: usize = bodies.iter().map(String::len).sum();
+        let writer = Principal {
+            subject: "bench".into(),
+            tenant: "bank".into(),
+            roles: [sovra_auth::Role::Ingester].into_iter().collect(),
+            groups: Vec::new(),
+        };
+        // The embedder alone, on exactly the chunks the write path makes.
+        let texts: Vec<String> = bodies
             .iter()
             .enumerate()
-            .map(|(i, b)| new_document(format!("doc-{i}"), b, acls[i].clone()))
+            .flat_map(|(i, b)| {
+                let blocks =
+                    sovra_ingest::parse(b.as_bytes(), Format::Markdown, Limits::default()).unwrap();
+                chunker
+                    .chunk(&format!("doc-{i}"), &blocks)
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| c.text)
+            })
             .collect();
-        for batch in all.chunks(per_call) {
-            for out in service.ingest_many(&writer, batch.to_vec()).await {
-                chunks += out.unwrap().document.chunk_count;
-            }
-        }
-        let secs = started.elapsed().as_secs_f64();
-        rows.push((
-            format!("bulk, {per_call} per call"),
-            docs as f64 / secs,
-            chunks as f64 / secs,
-        ));
-    }
-    println!();
-    println!(
-        "ingestion, {docs} documents ({:.1} MB, {} chunks): parse + chunk + embed + SQLite catalog + qdrant-edge + Tantivy commit, searchable on return",
-        bytes as f64 / 1e6,
-        texts.len()
-    );
-    println!(
-        "  {:<22} {:>12} {:>10} {:>22}",
-        "write", "documents/s", "chunks/s", "vs embedder alone"
-    );
-    println!(
-        "  {:<22} {:>12} {:>10.0} {:>21.2}x",
-        "embedder alone", "", embed_only, 1.0
-    );
-    for (label, d, c) in &rows {
-        println!(
-            "  {:<22} {:>12.1} {:>10.0} {:>21.2}x",
-            label,
-            d,
-            c,
-            c / embed_only
-        );
-    }
-
-    // One-chunk documents: the latency of a single write, alone and with
-    // concurrent writers (whose writes are committed together).
-    let short: Vec<String> = (0..200).map(|_| paragraph(&mut rng, 50)).collect();
-    println!();
-    println!("one-chunk documents (~50 words), latency of a single write, searchable on return:");
-    println!(
-        "  {:<22} {:>12} {:>9} {:>9}",
-        "writers", "documents/s", "p50 ms", "p99 ms"
-    );
-    for writers in [1usize, 8] {
-        let (service, _) = write_path(
-            &dir.path().join(format!("short-{writers}")),
-            embedder.clone(),
-            chunker.clone(),
-        )
-        .await;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        embedder
+            .embed(&refs[..BATCH.min(refs.len())], TextKind::Passage)
+            .unwrap();
         let started = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for w in 0..writers {
-            let service = service.clone();
-            let writer = writer.clone();
-            let mine: Vec<(usize, String)> = short
+        embedder.embed(&refs, TextKind::Passage).unwrap();
+        let embed_only = texts.len() as f64 / started.elapsed().as_secs_f64();
+
+        let mut rows: Vec<(String, f64, f64)> = Vec::new();
+        // One document per call, one after another (each commits alone).
+        {
+            let (service, _) = write_path(
+                &dir.path().join("one-by-one"),
+                embedder.clone(),
+                chunker.clone(),
+            )
+            .await;
+            let started = Instant::now();
+            let mut chunks = 0i64;
+            for (i, body) in bodies.iter().enumerate() {
+                let out = service
+                    .ingest(
+                        &writer,
+                        new_document(format!("doc-{i}"), body, acls[i].clone()),
+                    )
+                    .await
+                    .unwrap();
+                chunks += out.document.chunk_count;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            rows.push((
+                "one at a time".into(),
+                docs as f64 / secs,
+                chunks as f64 / secs,
+            ));
+        }
+        // Bulk writes of 16 and of 64 documents (`sovra ingest` sends 64).
+        for per_call in [16usize, 64] {
+            let (service, _) = write_path(
+                &dir.path().join(format!("bulk-{per_call}")),
+                embedder.clone(),
+                chunker.clone(),
+            )
+            .await;
+            let started = Instant::now();
+            let mut chunks = 0i64;
+            let all: Vec<NewDocument> = bodies
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| i % writers == w)
-                .map(|(i, t)| (i, t.clone()))
+                .map(|(i, b)| new_document(format!("doc-{i}"), b, acls[i].clone()))
                 .collect();
-            tasks.spawn(async move {
-                let mut times = Vec::new();
-                for (i, text) in mine {
-                    let t = Instant::now();
-                    let out = service
-                        .ingest(
-                            &writer,
-                            new_document(
-                                format!("short-{i}"),
-                                &text,
-                                Acl {
-                                    groups: vec!["g1".into()],
-                                    users: vec![],
-                                },
-                            ),
-                        )
-                        .await
-                        .unwrap();
-                    assert_eq!(out.document.chunk_count, 1);
-                    times.push(t.elapsed());
+            for batch in all.chunks(per_call) {
+                for out in service.ingest_many(&writer, batch.to_vec()).await {
+                    chunks += out.unwrap().document.chunk_count;
                 }
-                times
-            });
+            }
+            let secs = started.elapsed().as_secs_f64();
+            rows.push((
+                format!("bulk, {per_call} per call"),
+                docs as f64 / secs,
+                chunks as f64 / secs,
+            ));
         }
-        let mut times: Vec<Duration> = Vec::new();
-        while let Some(t) = tasks.join_next().await {
-            times.extend(t.unwrap());
-        }
-        let secs = started.elapsed().as_secs_f64();
-        times.sort();
+        println!();
         println!(
-            "  {:<22} {:>12.1} {:>9.1} {:>9.1}",
-            writers,
-            short.len() as f64 / secs,
-            percentile(&times, 0.5),
-            percentile(&times, 0.99)
+            "ingestion, {docs} documents ({:.1} MB, {} chunks): parse + chunk + embed + SQLite catalog + qdrant-edge + Tantivy commit, searchable on return",
+            bytes as f64 / 1e6,
+            texts.len()
         );
-    }
+        println!(
+            "  {:<22} {:>12} {:>10} {:>22}",
+            "write", "documents/s", "chunks/s", "vs embedder alone"
+        );
+        println!(
+            "  {:<22} {:>12} {:>10.0} {:>21.2}x",
+            "embedder alone", "", embed_only, 1.0
+        );
+        for (label, d, c) in &rows {
+            println!(
+                "  {:<22} {:>12.1} {:>10.0} {:>21.2}x",
+                label,
+                d,
+                c,
+                c / embed_only
+            );
+        }
 
-    // ---- Embedding throughput: Sovra vs Python onnxruntime ----
-    let texts: Vec<String> = (0..512).map(|_| paragraph(&mut rng, 60)).collect();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    embedder.embed(&refs[..BATCH], TextKind::Passage).unwrap();
-    let started = Instant::now();
-    embedder.embed(&refs, TextKind::Passage).unwrap();
-    let rust = texts.len() as f64 / started.elapsed().as_secs_f64();
-    let python = std::env::var("BENCH_PYTHON").ok().and_then(|py| {
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../bench/embed_reference.py"
+        // One-chunk documents: the latency of a single write, alone and with
+        // concurrent writers (whose writes are committed together).
+        let short: Vec<String> = (0..200).map(|_| paragraph(&mut rng, 50)).collect();
+        println!();
+        println!(
+            "one-chunk documents (~50 words), latency of a single write, searchable on return:"
         );
-        let mut child = std::process::Command::new(py)
-            .args([
-                script,
-                &BATCH.to_string(),
-                &THREADS.to_string(),
-                &texts.len().to_string(),
-                model.id(),
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .ok()?;
-        child
-            .stdin
-            .take()?
-            .write_all(texts.join("\n\x1e\n").as_bytes())
-            .ok()?;
-        let out = child.wait_with_output().ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()?
-            .trim()
-            .parse::<f64>()
-            .ok()
-    });
-    println!();
-    println!(
-        "embedding, {} chunks of ~60 words, batch {BATCH}, {THREADS} intra-op threads, same model file:",
-        texts.len()
-    );
-    match python {
-        Some(py) => println!(
-            "  Sovra (Rust, ort) {rust:.1} chunks/s   Python onnxruntime {py:.1} chunks/s   ratio {:.2}x",
-            rust / py
-        ),
-        None => println!(
-            "  Sovra (Rust, ort) {rust:.1} chunks/s   (set BENCH_PYTHON to a Python with onnxruntime and tokenizers for the reference)"
-        ),
+        println!(
+            "  {:<22} {:>12} {:>9} {:>9}",
+            "writers", "documents/s", "p50 ms", "p99 ms"
+        );
+        for writers in [1usize, 8] {
+            let (service, _) = write_path(
+                &dir.path().join(format!("short-{writers}")),
+                embedder.clone(),
+                chunker.clone(),
+            )
+            .await;
+            let started = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for w in 0..writers {
+                let service = service.clone();
+                let writer = writer.clone();
+                let mine: Vec<(usize, String)> = short
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % writers == w)
+                    .map(|(i, t)| (i, t.clone()))
+                    .collect();
+                tasks.spawn(async move {
+                    let mut times = Vec::new();
+                    for (i, text) in mine {
+                        let t = Instant::now();
+                        let out = service
+                            .ingest(
+                                &writer,
+                                new_document(
+                                    format!("short-{i}"),
+                                    &text,
+                                    Acl {
+                                        groups: vec!["g1".into()],
+                                        users: vec![],
+                                    },
+                                ),
+                            )
+                            .await
+                            .unwrap();
+                        assert_eq!(out.document.chunk_count, 1);
+                        times.push(t.elapsed());
+                    }
+                    times
+                });
+            }
+            let mut times: Vec<Duration> = Vec::new();
+            while let Some(t) = tasks.join_next().await {
+                times.extend(t.unwrap());
+            }
+            let secs = started.elapsed().as_secs_f64();
+            times.sort();
+            println!(
+                "  {:<22} {:>12.1} {:>9.1} {:>9.1}",
+                writers,
+                short.len() as f64 / secs,
+                percentile(&times, 0.5),
+                percentile(&times, 0.99)
+            );
+        }
+
+        // ---- Embedding throughput: Sovra vs Python onnxruntime ----
+        let texts: Vec<String> = (0..512).map(|_| paragraph(&mut rng, 60)).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        embedder.embed(&refs[..BATCH], TextKind::Passage).unwrap();
+        let started = Instant::now();
+        embedder.embed(&refs, TextKind::Passage).unwrap();
+        let rust = texts.len() as f64 / started.elapsed().as_secs_f64();
+        let python = std::env::var("BENCH_PYTHON").ok().and_then(|py| {
+            let script = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../bench/embed_reference.py"
+            );
+            let mut child = std::process::Command::new(py)
+                .args([
+                    script,
+                    &BATCH.to_string(),
+                    &THREADS.to_string(),
+                    &texts.len().to_string(),
+                    model.id(),
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .ok()?;
+            child
+                .stdin
+                .take()?
+                .write_all(texts.join("\n\x1e\n").as_bytes())
+                .ok()?;
+            let out = child.wait_with_output().ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        });
+        println!();
+        println!(
+            "embedding, {} chunks of ~60 words, batch {BATCH}, {THREADS} intra-op threads, same model file:",
+            texts.len()
+        );
+        match python {
+            Some(py) => println!(
+                "  Sovra (Rust, ort) {rust:.1} chunks/s   Python onnxruntime {py:.1} chunks/s   ratio {:.2}x",
+                rust / py
+            ),
+            None => println!(
+                "  Sovra (Rust, ort) {rust:.1} chunks/s   (set BENCH_PYTHON to a Python with onnxruntime and tokenizers for the reference)"
+            ),
+        }
+    }
+    if part == "ingest" {
+        return;
     }
     let (_, search_catalog) = write_path(
         &dir.path().join("search-catalog"),
@@ -670,6 +737,42 @@ async fn main() {
                 b99,
                 n50 / b50,
                 rss_mb()
+            );
+        }
+        let narrow_stages = stages(
+            embedder.as_ref(),
+            &search_index,
+            search_vectors.as_ref(),
+            &search_catalog,
+            &narrow,
+            &mut rng,
+            200,
+        )
+        .await;
+        let broad_stages = stages(
+            embedder.as_ref(),
+            &search_index,
+            search_vectors.as_ref(),
+            &search_catalog,
+            &broad,
+            &mut rng,
+            200,
+        )
+        .await;
+        for (i, stage) in [
+            "query embedding",
+            "lexical leg: 100 candidates, ids from fast fields",
+            "vector leg: 100 candidates",
+            "catalog recheck of 20",
+            "lexical leg as before: 100 with stored text and snippets",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let ((n50, n99), (b50, b99)) = (narrow_stages[i], broad_stages[i]);
+            println!(
+                "  {:>7}  {:>6}  {:>10.2} / {:<9.2}  {:>10.2} / {:<9.2}  stage: {stage}",
+                "", "", n50, n99, b50, b99
             );
         }
     }
