@@ -486,35 +486,41 @@ impl LexicalIndex {
         let mut columns = BTreeMap::new();
         let mut out = Vec::with_capacity(top.len());
         for (score, addr) in top {
-            if !columns.contains_key(&addr.segment_ord) {
-                let fast = searcher.segment_reader(addr.segment_ord).fast_fields();
-                let column = |name: &str| -> Result<tantivy::columnar::StrColumn, IndexError> {
-                    fast.str(name)?.ok_or_else(|| {
-                        IndexError::Tantivy(tantivy::TantivyError::SchemaError(format!(
-                            "{name} is not a fast field"
-                        )))
-                    })
-                };
-                columns.insert(
-                    addr.segment_ord,
-                    (column("document_id")?, column("chunk_id")?),
-                );
-            }
-            let Some((documents, chunks)) = columns.get(&addr.segment_ord) else {
-                continue;
+            let (documents, chunks) = match columns.entry(addr.segment_ord) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let fast = searcher.segment_reader(addr.segment_ord).fast_fields();
+                    let column = |name: &str| -> Result<tantivy::columnar::StrColumn, IndexError> {
+                        fast.str(name)?.ok_or_else(|| {
+                            IndexError::Tantivy(tantivy::TantivyError::SchemaError(format!(
+                                "{name} is not a fast field"
+                            )))
+                        })
+                    };
+                    e.insert((column("document_id")?, column("chunk_id")?))
+                }
             };
-            let value = |column: &tantivy::columnar::StrColumn| -> Result<String, IndexError> {
-                let mut s = String::new();
-                if let Some(ord) = column.term_ords(addr.doc_id).next() {
+            let value =
+                |column: &tantivy::columnar::StrColumn| -> Result<Option<String>, IndexError> {
+                    let Some(ord) = column.term_ords(addr.doc_id).next() else {
+                        return Ok(None);
+                    };
+                    let mut s = String::new();
                     column
                         .ord_to_str(ord, &mut s)
                         .map_err(|e| IndexError::Tantivy(e.into()))?;
-                }
-                Ok(s)
+                    Ok(Some(s))
+                };
+            let (Some(document_id), Some(chunk_id)) = (value(documents)?, value(chunks)?) else {
+                tracing::warn!(
+                    doc = addr.doc_id,
+                    "a lexical hit without ids in its fast fields was skipped"
+                );
+                continue;
             };
             out.push(Candidate {
-                document_id: value(documents)?,
-                chunk_id: value(chunks)?,
+                document_id,
+                chunk_id,
                 score,
             });
         }

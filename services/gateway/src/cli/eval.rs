@@ -141,7 +141,7 @@ pub fn score(ranked: &[String], relevant: &[String], k: usize) -> (f64, f64, f64
     let found = docs.iter().take(k).filter(|d| rel(d)).count();
     let rr = docs
         .iter()
-        .position(|d| rel(d))
+        .position(rel)
         .map_or(0.0, |i| 1.0 / (i as f64 + 1.0));
     let ndcg = if ideal > 0.0 { dcg / ideal } else { 0.0 };
     let recall = if relevant.is_empty() {
