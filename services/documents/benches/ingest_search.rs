@@ -94,6 +94,16 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0
     }
+    /// A random three-word search query.
+    fn query(&mut self) -> String {
+        format!(
+            "{} {} {}",
+            self.pick(WORDS),
+            self.pick(WORDS),
+            self.pick(WORDS)
+        )
+    }
+
     fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
         xs[(self.next() % xs.len() as u64) as usize]
     }
@@ -176,12 +186,7 @@ async fn latency(
 ) -> (f64, f64) {
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
-        let q = format!(
-            "{} {} {}",
-            rng.pick(WORDS),
-            rng.pick(WORDS),
-            rng.pick(WORDS)
-        );
+        let q = rng.query();
         let started = Instant::now();
         match mode {
             Some(m) => {
@@ -225,12 +230,7 @@ async fn stages(
 ) -> [(f64, f64); 5] {
     let mut times: [Vec<Duration>; 5] = Default::default();
     for _ in 0..n {
-        let q = format!(
-            "{} {} {}",
-            rng.pick(WORDS),
-            rng.pick(WORDS),
-            rng.pick(WORDS)
-        );
+        let q = rng.query();
         let started = Instant::now();
         let vector = embedder
             .embed(&[q.as_str()], TextKind::Query)
@@ -625,12 +625,7 @@ async fn main() {
     // The query embedding alone: a share of every dense and hybrid search.
     let mut times = Vec::new();
     for _ in 0..200 {
-        let q = format!(
-            "{} {} {}",
-            rng.pick(WORDS),
-            rng.pick(WORDS),
-            rng.pick(WORDS)
-        );
+        let q = rng.query();
         let started = Instant::now();
         embedder.embed(&[q.as_str()], TextKind::Query).unwrap();
         times.push(started.elapsed());

@@ -471,6 +471,18 @@ impl LexicalIndex {
         (text_query, BooleanQuery::new(clauses))
     }
 
+    /// The best `top_k` (1 to 1,000) matches of a query, best first.
+    fn top(
+        searcher: &tantivy::Searcher,
+        query: &BooleanQuery,
+        top_k: usize,
+    ) -> Result<Vec<(f32, tantivy::DocAddress)>, IndexError> {
+        Ok(searcher.search(
+            query,
+            &TopDocs::with_limit(top_k.clamp(1, 1000)).order_by_score(),
+        )?)
+    }
+
     /// BM25 search for candidates: the best `top_k` chunks the principal may
     /// see, by id and score only. Nothing else is read: the ids come from
     /// fast fields, not the document store, and no snippet is made (the
@@ -479,10 +491,7 @@ impl LexicalIndex {
     pub fn candidates(&self, req: &SearchRequest<'_>) -> Result<Vec<Candidate>, IndexError> {
         let (_, query) = self.query(req);
         let searcher = self.reader.searcher();
-        let top = searcher.search(
-            &query,
-            &TopDocs::with_limit(req.top_k.clamp(1, 1000)).order_by_score(),
-        )?;
+        let top = Self::top(&searcher, &query, req.top_k)?;
         let mut columns = BTreeMap::new();
         let mut out = Vec::with_capacity(top.len());
         for (score, addr) in top {
@@ -533,10 +542,7 @@ impl LexicalIndex {
         let f = self.fields;
         let (text_query, query) = self.query(req);
         let searcher = self.reader.searcher();
-        let top = searcher.search(
-            &query,
-            &TopDocs::with_limit(req.top_k.clamp(1, 1000)).order_by_score(),
-        )?;
+        let top = Self::top(&searcher, &query, req.top_k)?;
         let highlighter = self.highlighter_with(&searcher, &*text_query)?;
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
