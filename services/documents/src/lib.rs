@@ -77,6 +77,34 @@ pub struct Outcome {
     pub unchanged: bool,
 }
 
+/// The documents and chunks of the items at `which`, for the embedder.
+fn to_embed(items: &[Item], which: &[usize]) -> Vec<(Document, Vec<ChunkRow>)> {
+    which
+        .iter()
+        .map(|&i| (items[i].parsed.doc.clone(), items[i].parsed.rows.clone()))
+        .collect()
+}
+
+/// Gives each item at `which` its points, or its embedding error as its
+/// result; true when one failed.
+fn take_embeddings(
+    items: &mut [Item],
+    which: Vec<usize>,
+    embedded: Vec<Result<Vec<VectorPoint>, ServiceError>>,
+) -> bool {
+    let mut failed = false;
+    for (i, points) in which.into_iter().zip(embedded) {
+        match points {
+            Ok(p) => items[i].points = Some(p),
+            Err(e) => {
+                items[i].result = Some(Err(e));
+                failed = true;
+            }
+        }
+    }
+    failed
+}
+
 /// The most documents one group commit writes: the ingestion bench's
 /// bulk writes reach 0.96 of the embedder's speed at 16 documents a batch
 /// and 0.97 at 64, so larger batches gain nothing, while every request in a
@@ -496,6 +524,9 @@ impl DocumentService {
         &self,
         docs: Vec<(Document, Vec<ChunkRow>)>,
     ) -> Vec<Result<Vec<VectorPoint>, ServiceError>> {
+        if docs.is_empty() {
+            return Vec::new();
+        }
         let texts: Vec<String> = docs
             .iter()
             .flat_map(|(_, rows)| rows.iter().map(|c| c.text.clone()))
@@ -648,8 +679,8 @@ impl DocumentService {
     /// Then: stages them in one catalog transaction (a savepoint each; one
     /// refused or failing there is reported alone), then embeds those not
     /// yet embedded while Tantivy takes the staged versions, writes the
-    /// vectors, and commits. If a
-    /// document's embedding fails, it is reported, the indexes are put back,
+    /// vectors, and commits. If a document's embedding fails here, it is
+    /// reported, the indexes are put back,
     /// nothing commits, and `true` asks for another attempt without it (the
     /// others keep their embeddings). A failure of an index or of the commit
     /// fails every staged document: the indexes are put back and nothing of
@@ -663,17 +694,8 @@ impl DocumentService {
             .collect();
         let chunks: usize = waiting.iter().map(|&i| items[i].parsed.rows.len()).sum();
         if chunks > OVERLAP_MAX_CHUNKS {
-            let docs: Vec<(Document, Vec<ChunkRow>)> = waiting
-                .iter()
-                .map(|&i| (items[i].parsed.doc.clone(), items[i].parsed.rows.clone()))
-                .collect();
-            let embedded = self.embed_all(docs).await;
-            for (i, points) in waiting.into_iter().zip(embedded) {
-                match points {
-                    Ok(p) => items[i].points = Some(p),
-                    Err(e) => items[i].result = Some(Err(e)),
-                }
-            }
+            let embedded = self.embed_all(to_embed(items, &waiting)).await;
+            take_embeddings(items, waiting, embedded);
             if items.iter().all(|i| i.result.is_some()) {
                 return false;
             }
@@ -750,27 +772,14 @@ impl DocumentService {
                 .collect();
             Ok(index.replace_documents(&refs)?)
         });
-        let to_embed: Vec<usize> = staged
+        let waiting: Vec<usize> = staged
             .iter()
             .map(|(i, _)| *i)
             .filter(|i| items[*i].points.is_none())
             .collect();
-        let docs: Vec<(Document, Vec<ChunkRow>)> = to_embed
-            .iter()
-            .map(|&i| (items[i].parsed.doc.clone(), items[i].parsed.rows.clone()))
-            .collect();
         // The embedder computes while Tantivy writes.
-        let (embedded, lexical) = tokio::join!(self.embed_all(docs), lexical);
-        let mut retry = false;
-        for (i, points) in to_embed.into_iter().zip(embedded) {
-            match points {
-                Ok(p) => items[i].points = Some(p),
-                Err(e) => {
-                    items[i].result = Some(Err(e));
-                    retry = true;
-                }
-            }
-        }
+        let (embedded, lexical) = tokio::join!(self.embed_all(to_embed(items, &waiting)), lexical);
+        let retry = take_embeddings(items, waiting, embedded);
         let applied = match lexical {
             Err(e) => Err(e),
             Ok(()) if retry => {
