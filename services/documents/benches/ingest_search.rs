@@ -8,7 +8,9 @@
 //!   commit; searchable on return) one document per call and in bulk, each
 //!   as a ratio to the embedder alone;
 //! * the latency (p50/p99) of writing a one-chunk document, with one writer
-//!   and with eight concurrent writers (committed together);
+//!   and with eight concurrent writers (committed together), and each step
+//!   of such a write alone (embedding, Tantivy commit, qdrant-edge write,
+//!   catalog transaction);
 //! * embedding chunks/s of Sovra's embedder and of Python onnxruntime on the
 //!   same model, batch size and thread count, and the ratio;
 //! * lexical and hybrid search p50/p99 at 10,000 and 100,000 chunks with the
@@ -258,6 +260,101 @@ async fn stages(
         let found = catalog.chunk_texts("bank", &ids).await.unwrap();
         times[3].push(started.elapsed());
         assert_eq!(found.len(), ids.len());
+    }
+    times.map(|mut t| {
+        t.sort();
+        (percentile(&t, 0.5), percentile(&t, 0.99))
+    })
+}
+
+/// Each step of writing a one-chunk document, alone, p50/p99 in ms: the
+/// passage embedding, the Tantivy commit (with the reader's reload), the
+/// qdrant-edge write (with its flush), and the catalog transaction.
+async fn write_stages(
+    service: &DocumentService,
+    catalog: &Catalog,
+    texts: &[String],
+) -> [(f64, f64); 4] {
+    let mut times: [Vec<Duration>; 4] = Default::default();
+    for (i, text) in texts.iter().enumerate() {
+        let (id, chunk_id) = (format!("step-{i}"), format!("step-{i}#0"));
+        let acl = Acl {
+            groups: vec!["g1".into()],
+            users: vec![],
+        };
+        let started = Instant::now();
+        let vector = service
+            .embedder()
+            .embed(&[text.as_str()], TextKind::Passage)
+            .unwrap()
+            .pop()
+            .unwrap()
+            .vector;
+        times[0].push(started.elapsed());
+        let entry = ChunkEntry {
+            document_id: id.clone(),
+            chunk_id: chunk_id.clone(),
+            ordinal: 0,
+            tenant: "bank".into(),
+            title: format!("Policy {id}"),
+            text: text.clone(),
+            acl: acl.clone(),
+            metadata: BTreeMap::new(),
+            version: 1,
+        };
+        let started = Instant::now();
+        service
+            .index()
+            .replace_document("bank", &id, &[entry])
+            .unwrap();
+        times[1].push(started.elapsed());
+        let point = VectorPoint {
+            chunk_id: chunk_id.clone(),
+            document_id: id.clone(),
+            version: 1,
+            tenant: "bank".into(),
+            acl: acl.clone(),
+            metadata: BTreeMap::new(),
+            vector,
+        };
+        let started = Instant::now();
+        service
+            .vectors()
+            .replace_documents(&[("bank".into(), id.clone())], vec![point])
+            .await
+            .unwrap();
+        times[2].push(started.elapsed());
+        let document = Document {
+            id: id.clone(),
+            tenant: "bank".into(),
+            title: format!("Policy {id}"),
+            source: "bench".into(),
+            content_type: "text/markdown".into(),
+            content_hash: id.clone(),
+            version: 1,
+            acl,
+            metadata: BTreeMap::new(),
+            created_by: "bench".into(),
+            created_us: 0,
+            updated_us: 0,
+            chunk_count: 1,
+            bytes: text.len() as i64,
+        };
+        let row = ChunkRow {
+            chunk_id,
+            ordinal: 0,
+            text: text.clone(),
+            tokens: 60,
+        };
+        let started = Instant::now();
+        let mut staged = catalog.begin_batch().await.unwrap();
+        catalog
+            .stage_in_batch(&mut staged, document, &[row], |_| true)
+            .await
+            .unwrap()
+            .unwrap();
+        staged.commit().await.unwrap();
+        times[3].push(started.elapsed());
     }
     times.map(|mut t| {
         t.sort();
@@ -531,6 +628,30 @@ async fn main() {
                 short.len() as f64 / secs,
                 percentile(&times, 0.5),
                 percentile(&times, 0.99)
+            );
+        }
+
+        // Where a one-chunk write's time goes: each step of the write path
+        // alone, on fresh one-chunk documents.
+        let (service, catalog) = write_path(
+            &dir.path().join("write-stages"),
+            embedder.clone(),
+            chunker.clone(),
+        )
+        .await;
+        let steps = write_stages(&service, &catalog, &short[..100]).await;
+        for (label, (p50, p99)) in [
+            "embed the chunk",
+            "Tantivy: add, commit, reload the reader",
+            "qdrant-edge: delete by filter, upsert, flush",
+            "SQLite catalog: begin, stage, commit",
+        ]
+        .iter()
+        .zip(steps)
+        {
+            println!(
+                "  {:<22} {:>12} {:>9.1} {:>9.1}  step: {label}",
+                "", "", p50, p99
             );
         }
 
