@@ -196,6 +196,9 @@ pub struct Gate {
     pub min_dense_score: f32,
     /// …which are these (ISO 639-1 codes).
     pub dense_languages: Vec<String>,
+    /// Once one hit is a source, the others holding at least this share of
+    /// the question's topic words are sources too.
+    pub min_context_coverage: f32,
 }
 
 /// Whether a hit is relevant enough to be a source: it holds enough of the
@@ -211,8 +214,25 @@ pub fn is_relevant(hit: &Retrieved, question: Language, gate: &Gate) -> bool {
     covered || close
 }
 
+/// The sources among `hits` (see [`retrieve`]).
+pub fn sources(hits: &[Retrieved], question: Language, gate: &Gate) -> Vec<Retrieved> {
+    if !hits.iter().any(|h| is_relevant(h, question, gate)) {
+        return Vec::new();
+    }
+    hits.iter()
+        .filter(|h| {
+            is_relevant(h, question, gate)
+                || h.question_coverage
+                    .is_some_and(|c| c >= gate.min_context_coverage)
+        })
+        .cloned()
+        .collect()
+}
+
 /// Retrieves for the question with the principal's ACL; returns every hit
-/// and the ones relevant enough to be sources ([`is_relevant`]).
+/// and the sources: none when no hit is relevant ([`is_relevant`]),
+/// otherwise the relevant hits and those holding at least
+/// `min_context_coverage` of the question's topic words, in rank order.
 pub async fn retrieve(
     retriever: &Retriever,
     principal: &Principal,
@@ -225,12 +245,8 @@ pub async fn retrieve(
         h.question_coverage = Some(attribute::question_coverage(req.question, &h.text));
     }
     let language = language::detect(req.question);
-    let relevant = hits
-        .iter()
-        .filter(|h| is_relevant(h, language, req.gate))
-        .cloned()
-        .collect();
-    Ok((hits, relevant))
+    let sources = sources(&hits, language, req.gate);
+    Ok((hits, sources))
 }
 
 /// Makes document or question text safe to quote: control tokens of chat
@@ -530,6 +546,7 @@ mod tests {
             min_question_coverage: 0.34,
             min_dense_score: 0.3,
             dense_languages: vec!["en".into()],
+            min_context_coverage: 0.2,
         };
         let hit = |coverage: Option<f32>, dense: Option<f32>| Retrieved {
             question_coverage: coverage,
@@ -554,6 +571,31 @@ mod tests {
             &gate
         ));
         assert!(!is_relevant(&hit(None, None), Language::English, &gate));
+    }
+
+    #[test]
+    fn one_relevant_hit_lets_the_partly_covering_ones_in_too() {
+        let gate = Gate {
+            min_question_coverage: 0.5,
+            min_dense_score: 0.9,
+            dense_languages: vec!["en".into()],
+            min_context_coverage: 0.25,
+        };
+        let hit = |rank: usize, coverage: f32| Retrieved {
+            question_coverage: Some(coverage),
+            chunk_id: format!("c{rank}"),
+            ..hit(Some(rank), None)
+        };
+        let ids = |hits: Vec<Retrieved>| -> Vec<String> {
+            hits.into_iter().map(|h| h.chunk_id).collect()
+        };
+        // The second fact's passage (0.3) joins the first's (0.6); an
+        // unrelated one (0.1) does not.
+        let hits = [hit(1, 0.3), hit(2, 0.6), hit(3, 0.1)];
+        assert_eq!(ids(sources(&hits, Language::English, &gate)), ["c1", "c2"]);
+        // No hit relevant: no source at all, however many cover a little.
+        let hits = [hit(1, 0.3), hit(2, 0.4)];
+        assert!(sources(&hits, Language::English, &gate).is_empty());
     }
 
     #[test]

@@ -203,6 +203,11 @@ pub struct AnswerSettings {
     /// …for questions in these languages (ISO 639-1; unset: the languages
     /// `embeddings.model` reads, see [`Settings::dense_gate_languages`]).
     pub dense_gate_languages: Option<Vec<String>>,
+    /// Once one hit passes the gate, the other hits holding at least this
+    /// share of the question's topic words are sources too (a question
+    /// joining two facts finds each in a different passage, and each
+    /// passage holds only part of its words).
+    pub min_context_coverage: f32,
     /// Tokens a single source may take in the prompt (longer ones are cut).
     pub max_source_tokens: usize,
 }
@@ -214,6 +219,7 @@ impl Default for AnswerSettings {
             min_question_coverage: 0.5,
             min_dense_score: None,
             dense_gate_languages: None,
+            min_context_coverage: 0.3,
             max_source_tokens: 400,
         }
     }
@@ -1081,6 +1087,12 @@ impl Settings {
         if !(0.0..=1.0).contains(&self.answer.min_question_coverage) {
             return Err(ConfigError::Invalid {
                 key: "answer.min_question_coverage",
+                message: "must be between 0 and 1".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.answer.min_context_coverage) {
+            return Err(ConfigError::Invalid {
+                key: "answer.min_context_coverage",
                 message: "must be between 0 and 1".into(),
             });
         }

@@ -90,6 +90,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
                 min_question_coverage: settings.answer.min_question_coverage,
                 min_dense_score: settings.min_dense_score(),
                 dense_languages: settings.dense_gate_languages(),
+                min_context_coverage: settings.answer.min_context_coverage,
             },
             settings.generator.context_tokens,
             settings.answer.max_source_tokens,
