@@ -149,6 +149,46 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
+/// One text's vector.
+fn embed_one(embedder: &dyn Embedder, text: &str, kind: TextKind) -> Vec<f32> {
+    embedder.embed(&[text], kind).unwrap().pop().unwrap().vector
+}
+
+/// Each list of timings as (p50, p99) in ms.
+fn p50_p99<const N: usize>(times: [Vec<Duration>; N]) -> [(f64, f64); N] {
+    times.map(|mut t| {
+        t.sort();
+        (percentile(&t, 0.5), percentile(&t, 0.99))
+    })
+}
+
+/// The catalog's rows for a one-chunk document made of `c` (version 1).
+fn catalog_rows(c: &ChunkEntry) -> (Document, ChunkRow) {
+    let document = Document {
+        id: c.document_id.clone(),
+        tenant: c.tenant.clone(),
+        title: c.title.clone(),
+        source: "bench".into(),
+        content_type: "text/markdown".into(),
+        content_hash: c.document_id.clone(),
+        version: 1,
+        acl: c.acl.clone(),
+        metadata: BTreeMap::new(),
+        created_by: "bench".into(),
+        created_us: 0,
+        updated_us: 0,
+        chunk_count: 1,
+        bytes: c.text.len() as i64,
+    };
+    let row = ChunkRow {
+        chunk_id: c.chunk_id.clone(),
+        ordinal: 0,
+        text: c.text.clone(),
+        tokens: 60,
+    };
+    (document, row)
+}
+
 fn principal(groups: Vec<String>) -> Principal {
     Principal {
         subject: "bench".into(),
@@ -234,12 +274,7 @@ async fn stages(
     for _ in 0..n {
         let q = rng.query();
         let started = Instant::now();
-        let vector = embedder
-            .embed(&[q.as_str()], TextKind::Query)
-            .unwrap()
-            .pop()
-            .unwrap()
-            .vector;
+        let vector = embed_one(embedder, &q, TextKind::Query);
         times[0].push(started.elapsed());
         let started = Instant::now();
         index.candidates(&SearchRequest::new(p, &q, 100)).unwrap();
@@ -261,10 +296,7 @@ async fn stages(
         times[3].push(started.elapsed());
         assert_eq!(found.len(), ids.len());
     }
-    times.map(|mut t| {
-        t.sort();
-        (percentile(&t, 0.5), percentile(&t, 0.99))
-    })
+    p50_p99(times)
 }
 
 /// Each step of writing a one-chunk document, alone, p50/p99 in ms: the
@@ -283,13 +315,7 @@ async fn write_stages(
             users: vec![],
         };
         let started = Instant::now();
-        let vector = service
-            .embedder()
-            .embed(&[text.as_str()], TextKind::Passage)
-            .unwrap()
-            .pop()
-            .unwrap()
-            .vector;
+        let vector = embed_one(service.embedder().as_ref(), text, TextKind::Passage);
         times[0].push(started.elapsed());
         let entry = ChunkEntry {
             document_id: id.clone(),
@@ -305,7 +331,7 @@ async fn write_stages(
         let started = Instant::now();
         service
             .index()
-            .replace_document("bank", &id, &[entry])
+            .replace_document("bank", &id, std::slice::from_ref(&entry))
             .unwrap();
         times[1].push(started.elapsed());
         let point = VectorPoint {
@@ -324,28 +350,7 @@ async fn write_stages(
             .await
             .unwrap();
         times[2].push(started.elapsed());
-        let document = Document {
-            id: id.clone(),
-            tenant: "bank".into(),
-            title: format!("Policy {id}"),
-            source: "bench".into(),
-            content_type: "text/markdown".into(),
-            content_hash: id.clone(),
-            version: 1,
-            acl,
-            metadata: BTreeMap::new(),
-            created_by: "bench".into(),
-            created_us: 0,
-            updated_us: 0,
-            chunk_count: 1,
-            bytes: text.len() as i64,
-        };
-        let row = ChunkRow {
-            chunk_id,
-            ordinal: 0,
-            text: text.clone(),
-            tokens: 60,
-        };
+        let (document, row) = catalog_rows(&entry);
         let started = Instant::now();
         let mut staged = catalog.begin_batch().await.unwrap();
         catalog
@@ -356,10 +361,7 @@ async fn write_stages(
         staged.commit().await.unwrap();
         times[3].push(started.elapsed());
     }
-    times.map(|mut t| {
-        t.sort();
-        (percentile(&t, 0.5), percentile(&t, 0.99))
-    })
+    p50_p99(times)
 }
 
 fn new_document(id: String, body: &str, acl: Acl) -> NewDocument {
@@ -802,30 +804,8 @@ async fn main() {
             // The catalog holds them too, as after a real write: every
             // candidate a search returns is checked against it.
             let mut staged = search_catalog.begin_batch().await.unwrap();
-            for (id, chunks) in &batch {
-                let c = &chunks[0];
-                let document = Document {
-                    id: id.clone(),
-                    tenant: c.tenant.clone(),
-                    title: c.title.clone(),
-                    source: "bench".into(),
-                    content_type: "text/markdown".into(),
-                    content_hash: id.clone(),
-                    version: 1,
-                    acl: c.acl.clone(),
-                    metadata: BTreeMap::new(),
-                    created_by: "bench".into(),
-                    created_us: 0,
-                    updated_us: 0,
-                    chunk_count: 1,
-                    bytes: c.text.len() as i64,
-                };
-                let row = ChunkRow {
-                    chunk_id: c.chunk_id.clone(),
-                    ordinal: 0,
-                    text: c.text.clone(),
-                    tokens: 60,
-                };
+            for (_, chunks) in &batch {
+                let (document, row) = catalog_rows(&chunks[0]);
                 search_catalog
                     .stage_in_batch(&mut staged, document, &[row], |_| true)
                     .await
