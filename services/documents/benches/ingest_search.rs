@@ -162,6 +162,19 @@ fn p50_p99<const N: usize>(times: [Vec<Duration>; N]) -> [(f64, f64); N] {
     })
 }
 
+/// The vector store's point for `c`.
+fn vector_point(c: &ChunkEntry, vector: Vec<f32>) -> VectorPoint {
+    VectorPoint {
+        chunk_id: c.chunk_id.clone(),
+        document_id: c.document_id.clone(),
+        version: c.version,
+        tenant: c.tenant.clone(),
+        acl: c.acl.clone(),
+        metadata: c.metadata.clone(),
+        vector,
+    }
+}
+
 /// The catalog's rows for a one-chunk document made of `c` (version 1).
 fn catalog_rows(c: &ChunkEntry) -> (Document, ChunkRow) {
     let document = Document {
@@ -309,22 +322,21 @@ async fn write_stages(
 ) -> [(f64, f64); 4] {
     let mut times: [Vec<Duration>; 4] = Default::default();
     for (i, text) in texts.iter().enumerate() {
-        let (id, chunk_id) = (format!("step-{i}"), format!("step-{i}#0"));
-        let acl = Acl {
-            groups: vec!["g1".into()],
-            users: vec![],
-        };
+        let id = format!("step-{i}");
         let started = Instant::now();
         let vector = embed_one(service.embedder().as_ref(), text, TextKind::Passage);
         times[0].push(started.elapsed());
         let entry = ChunkEntry {
             document_id: id.clone(),
-            chunk_id: chunk_id.clone(),
+            chunk_id: format!("{id}#0"),
             ordinal: 0,
             tenant: "bank".into(),
             title: format!("Policy {id}"),
             text: text.clone(),
-            acl: acl.clone(),
+            acl: Acl {
+                groups: vec!["g1".into()],
+                users: vec![],
+            },
             metadata: BTreeMap::new(),
             version: 1,
         };
@@ -334,15 +346,7 @@ async fn write_stages(
             .replace_document("bank", &id, std::slice::from_ref(&entry))
             .unwrap();
         times[1].push(started.elapsed());
-        let point = VectorPoint {
-            chunk_id: chunk_id.clone(),
-            document_id: id.clone(),
-            version: 1,
-            tenant: "bank".into(),
-            acl: acl.clone(),
-            metadata: BTreeMap::new(),
-            vector,
-        };
+        let point = vector_point(&entry, vector);
         let started = Instant::now();
         service
             .vectors()
@@ -750,7 +754,7 @@ async fn main() {
     for _ in 0..200 {
         let q = rng.query();
         let started = Instant::now();
-        embedder.embed(&[q.as_str()], TextKind::Query).unwrap();
+        embed_one(embedder.as_ref(), &q, TextKind::Query);
         times.push(started.elapsed());
     }
     times.sort();
@@ -781,18 +785,10 @@ async fn main() {
                     tenant: "bank".into(),
                     title: format!("Policy {i}"),
                     text: paragraph(&mut rng, 60),
-                    acl: acl.clone(),
-                    metadata: BTreeMap::new(),
-                };
-                points.push(VectorPoint {
-                    version: 1,
-                    chunk_id: entry.chunk_id.clone(),
-                    document_id: id.clone(),
-                    tenant: "bank".into(),
                     acl,
                     metadata: BTreeMap::new(),
-                    vector: rng.unit_vector(384),
-                });
+                };
+                points.push(vector_point(&entry, rng.unit_vector(384)));
                 batch.push((id, vec![entry]));
             }
             let refs: Vec<(&str, &str, &[ChunkEntry])> = batch

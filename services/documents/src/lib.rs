@@ -680,11 +680,10 @@ impl DocumentService {
     /// refused or failing there is reported alone), then embeds those not
     /// yet embedded while Tantivy takes the staged versions, writes the
     /// vectors, and commits. If a document's embedding fails here, it is
-    /// reported, the indexes are put back,
-    /// nothing commits, and `true` asks for another attempt without it (the
-    /// others keep their embeddings). A failure of an index or of the commit
-    /// fails every staged document: the indexes are put back and nothing of
-    /// the batch is written.
+    /// reported, the indexes are put back, nothing commits, and `true` asks
+    /// for another attempt without it (the others keep their embeddings).
+    /// A failure of an index or of the commit fails every staged document:
+    /// the indexes are put back and nothing of the batch is written.
     async fn write_items(&self, items: &mut [Item]) -> bool {
         let waiting: Vec<usize> = items
             .iter()
