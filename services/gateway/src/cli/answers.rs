@@ -68,6 +68,8 @@ struct Client {
 struct Asked {
     answer: String,
     cited_documents: Vec<String>,
+    /// Documents of the chunks given to the model as sources.
+    source_documents: Vec<String>,
     retrieved_documents: Vec<String>,
     best_dense: Option<f32>,
     best_lexical: Option<f32>,
@@ -116,6 +118,7 @@ impl Client {
         Ok(Asked {
             answer: body["answer"].as_str().unwrap_or_default().to_owned(),
             cited_documents: strings(&body["citations"], "document_id"),
+            source_documents: strings(&body["sources"], "document_id"),
             retrieved_documents: strings(results, "document_id"),
             best_dense: best("dense_score"),
             best_lexical: best("lexical_score"),
@@ -275,7 +278,8 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
             let line = json!({
                 "kind": kind, "id": case.id, "question": case.question,
                 "answer": a.answer, "correct": o.correct, "refused": o.refused,
-                "cited": a.cited_documents, "own": case.positive,
+                "cited": a.cited_documents, "sources": a.source_documents,
+                "own": case.positive,
                 "retrieved_own": o.retrieved_own, "best_dense": a.best_dense,
                 "best_lexical": a.best_lexical, "best_coverage": a.best_coverage,
                 "latency_ms": a.latency_ms,
