@@ -142,6 +142,54 @@ async fn a_question_is_answered_from_permitted_sources_with_usage_and_an_audit_r
 }
 
 #[tokio::test]
+async fn an_answer_no_source_supports_is_the_refusal_in_both_apis_and_cites_nothing() {
+    // The tiny model writes random text: nothing in the policy supports it.
+    let (s, pg) = Server::start_opts(Options {
+        env: vec![("SOVRA__ANSWER__REFUSE_UNSUPPORTED".into(), "true".into())],
+        ..Options::new(Db::Sqlite)
+    })
+    .await;
+    put(&s, "leave", "Annual leave policy", LEAVE, "staff").await;
+    let t = reader(&["staff"]);
+    let question = "how many days of annual leave do employees get";
+    let body = json(post(&s, "/v1/query", &t, &json!({"question": question})).await).await;
+    assert_eq!(body["answer"], NO_SOURCES);
+    assert_eq!(body["citations"], json!([]));
+    assert!(!body["sources"].as_array().unwrap().is_empty(), "{body}");
+    assert!(body["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+    let chat = json(
+        post(
+            &s,
+            "/v1/chat/completions",
+            &t,
+            &json!({"model": "sovra-tiny-test", "messages": [{"role": "user", "content": question}]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(chat["choices"][0]["message"]["content"], NO_SOURCES);
+    assert_eq!(chat["sovra"]["citations"], json!([]));
+    let records = s.audit_records();
+    for action in ["query", "chat"] {
+        let rec = records
+            .iter()
+            .rev()
+            .find(|r| r["action"] == action)
+            .unwrap();
+        assert_eq!(rec["details"]["cited_chunk_ids"], json!([]), "{action}");
+        assert!(
+            !rec["details"]["source_chunk_ids"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+    }
+    finish(s, pg).await;
+}
+
+const NO_SOURCES: &str = "I could not find this in the documents available to you.";
+
+#[tokio::test]
 async fn nothing_permitted_and_relevant_is_said_plainly_without_the_model() {
     let (s, pg) = Server::start(Db::Postgres).await;
     put_fx(&s).await;

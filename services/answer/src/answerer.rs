@@ -42,6 +42,8 @@ pub struct Answerer {
     max_source_tokens: usize,
     /// Added to the sampling of an answer from sources: no `[n]` markers.
     marker_bans: Vec<(u32, f32)>,
+    /// An answer no source supports is returned as the refusal.
+    refuse_unsupported: bool,
 }
 
 /// What is asked.
@@ -97,6 +99,7 @@ pub struct Prepared {
     /// refusal, without the model.
     prompt: Option<Prompt>,
     sampling: SamplingParams,
+    refuse_unsupported: bool,
 }
 
 impl Prepared {
@@ -143,6 +146,7 @@ impl Prepared {
                 handle: None,
                 question: self.question,
                 sources,
+                refuse_unsupported: self.refuse_unsupported,
             });
         };
         let handle = self
@@ -156,6 +160,7 @@ impl Prepared {
             handle: Some(handle),
             question: self.question,
             sources,
+            refuse_unsupported: self.refuse_unsupported,
         })
     }
 }
@@ -228,6 +233,8 @@ pub struct AnswerStream {
     /// The question the sources answer (`None` without retrieval).
     question: Option<String>,
     sources: Arc<[Source]>,
+    /// An answer no source supports is settled as the refusal.
+    refuse_unsupported: bool,
 }
 
 impl AnswerStream {
@@ -290,7 +297,12 @@ impl AnswerStream {
                 generation: Some(generation),
             };
         };
-        let settled = crate::settle(&generation.text, question, &self.sources);
+        let settled = crate::settle(
+            &generation.text,
+            question,
+            &self.sources,
+            self.refuse_unsupported,
+        );
         Finished {
             text: settled.text,
             citations: settled.citations,
@@ -307,6 +319,7 @@ impl Answerer {
         gate: Gate,
         context_tokens: usize,
         max_source_tokens: usize,
+        refuse_unsupported: bool,
     ) -> Self {
         let marker_bans = crate::marker_bans(generation.generator().as_ref());
         let context_tokens = context_tokens.min(generation.generator().context_tokens());
@@ -317,6 +330,7 @@ impl Answerer {
             context_tokens,
             max_source_tokens,
             marker_bans,
+            refuse_unsupported,
         }
     }
 
@@ -362,6 +376,7 @@ impl Answerer {
                     retrieval: None,
                     prompt: Some(prompt),
                     sampling,
+                    refuse_unsupported: false,
                 });
             }
             Ask::Documents(q) => q,
@@ -414,6 +429,7 @@ impl Answerer {
             retrieval: Some(Arc::new(retrieval)),
             prompt,
             sampling,
+            refuse_unsupported: self.refuse_unsupported,
         })
     }
 }

@@ -401,18 +401,31 @@ pub struct Settled {
 
 /// Settles a finished answer: a refusal in the model's own words becomes
 /// the one refusal sentence in the question's language, citing nothing;
-/// any other answer keeps its text and gets [`citations`].
-pub fn settle(answer: &str, question: &str, sources: &[Source]) -> Settled {
+/// any other answer keeps its text and gets [`citations`]. With
+/// `refuse_unsupported`, an answer that no source supports (not one of its
+/// sentences can be attributed: the model answered from what it knows, not
+/// from the documents) is the refusal too.
+pub fn settle(
+    answer: &str,
+    question: &str,
+    sources: &[Source],
+    refuse_unsupported: bool,
+) -> Settled {
+    let refusal = || Settled {
+        text: language::detect(question).refusal().to_owned(),
+        citations: Vec::new(),
+        refused: true,
+    };
     if is_refusal(answer) {
-        return Settled {
-            text: language::detect(question).refusal().to_owned(),
-            citations: Vec::new(),
-            refused: true,
-        };
+        return refusal();
+    }
+    let citations = citations(answer, question, sources);
+    if refuse_unsupported && citations.is_empty() {
+        return refusal();
     }
     Settled {
         text: answer.to_owned(),
-        citations: citations(answer, question, sources),
+        citations,
         refused: false,
     }
 }
@@ -508,6 +521,7 @@ mod tests {
             "Maaf, tidak ada jawaban dalam dokumen.",
             "Berapa hari cuti tahunan perawat?",
             &sources,
+            true,
         );
         assert!(s.refused && s.citations.is_empty());
         assert_eq!(s.text, Language::Indonesian.refusal());
@@ -515,12 +529,35 @@ mod tests {
             "Nurses get 22 days.",
             "How many days of leave do nurses get?",
             &sources,
+            true,
         );
         assert!(!s.refused);
         assert_eq!(
             (s.text.as_str(), s.citations.len()),
             ("Nurses get 22 days.", 1)
         );
+    }
+
+    #[test]
+    fn an_answer_no_source_supports_is_the_refusal_when_asked() {
+        let sources = [source(1, "Nurses receive 22 days of annual leave.")];
+        let question = "Who won the 2023 Wimbledon men's title?";
+        // What the model knows, not what the documents say.
+        let invented = "Rafael Nadal won it.";
+        let s = settle(invented, question, &sources, true);
+        assert!(s.refused && s.citations.is_empty());
+        assert_eq!(s.text, NO_SOURCES_ANSWER);
+        let s = settle(invented, question, &sources, false);
+        assert!(!s.refused && s.citations.is_empty());
+        assert_eq!(s.text, invented);
+        // A supported answer is kept either way.
+        let s = settle(
+            "Nurses get 22 days.",
+            "How many days of leave do nurses get?",
+            &sources,
+            true,
+        );
+        assert!(!s.refused && s.citations.len() == 1);
     }
 
     fn hit(lexical_rank: Option<usize>, dense_score: Option<f32>) -> Retrieved {

@@ -208,6 +208,10 @@ pub struct AnswerSettings {
     /// joining two facts finds each in a different passage, and each
     /// passage holds only part of its words).
     pub min_context_coverage: f32,
+    /// An answer none of whose sentences a source supports (attribution
+    /// finds no citation: the model answered from its own knowledge, not
+    /// the documents) is returned as the refusal.
+    pub refuse_unsupported: bool,
     /// Tokens a single source may take in the prompt (longer ones are cut).
     pub max_source_tokens: usize,
 }
@@ -220,6 +224,7 @@ impl Default for AnswerSettings {
             min_dense_score: None,
             dense_gate_languages: None,
             min_context_coverage: 0.3,
+            refuse_unsupported: true,
             max_source_tokens: 400,
         }
     }

@@ -94,6 +94,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
             },
             settings.generator.context_tokens,
             settings.answer.max_source_tokens,
+            settings.answer.refuse_unsupported,
         ),
         retriever,
     });
