@@ -167,6 +167,22 @@ fn prefix_len(run: &[char], word: &str) -> Option<usize> {
     Some(n)
 }
 
+/// Sentences that only decide a yes-or-no question (letters only, lower
+/// case).
+const DECISIONS: &[&str] = &[
+    "yes", "no", "maybe", "ya", "tidak", "bukan", "mungkin", "是", "是的", "不", "不是", "对",
+    "对的",
+];
+
+fn is_decision(sentence: &str) -> bool {
+    let bare: String = sentence
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    DECISIONS.contains(&bare.as_str())
+}
+
 /// Words by which an answer names a source of its prompt ("Document 2").
 const DOCUMENT_WORDS: &[&str] = &["document", "documents", "dokumen"];
 
@@ -310,7 +326,13 @@ pub fn attribute(answer: &str, question: &str, sources: &[&str]) -> Vec<usize> {
     let held: Vec<BTreeSet<String>> = sources.iter().map(|s| units(s)).collect();
     let mut credited: Vec<usize> = Vec::new();
     for sentence in sentences(answer) {
-        let all = units(sentence);
+        // A bare decision ("Yes.", "Tidak.", "是的。") says the question
+        // holds: it is supported by the source holding the question.
+        let all = if is_decision(sentence) {
+            asked.clone()
+        } else {
+            units(sentence)
+        };
         let new: BTreeSet<String> = all.difference(&asked).cloned().collect();
         // What the sentence adds to the question; when no source holds that
         // (a yes/no answer restating the question), the whole sentence.
@@ -480,6 +502,19 @@ mod tests {
             by_phrase < 0.6 && by_word > by_phrase,
             "{by_phrase} {by_word}"
         );
+    }
+
+    #[test]
+    fn a_bare_decision_is_credited_to_the_source_holding_the_question() {
+        let q = "Do older patients receive adequate stroke care?";
+        let own = "Older patients receive less adequate stroke care than younger ones.";
+        let other = "Statins reduce cardiovascular events.";
+        assert_eq!(attribute("No.", q, &[other, own]), vec![1]);
+        assert_eq!(
+            attribute("是的。", "员工有带薪年假吗", &["员工每年有带薪年假。"]),
+            vec![0]
+        );
+        assert!(attribute("Yes.", q, &[other]).is_empty());
     }
 
     #[test]
