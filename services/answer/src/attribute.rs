@@ -123,8 +123,8 @@ const CJK_FUNCTION_CHARS: &[char] = &[
 ];
 
 /// Splits a run of CJK characters at function characters and at
-/// [`STOPWORDS`] written in CJK (question words, and what models say about
-/// the documents, "根据文档").
+/// [`STOPWORDS`] and [`DOCUMENT_WORDS`] written in CJK (question words, and
+/// what models say about the documents, "根据文档").
 fn cjk_segments(run: &[char]) -> Vec<&[char]> {
     let mut segments = Vec::new();
     let (mut start, mut i) = (0, 0);
@@ -134,6 +134,7 @@ fn cjk_segments(run: &[char]) -> Vec<&[char]> {
         } else {
             STOPWORDS
                 .iter()
+                .chain(DOCUMENT_WORDS)
                 .filter(|w| w.chars().next().is_some_and(is_cjk))
                 .find_map(|w| prefix_len(&run[i..], w))
                 .unwrap_or(0)
@@ -141,7 +142,9 @@ fn cjk_segments(run: &[char]) -> Vec<&[char]> {
         if stop_len > 0 {
             segments.push(&run[start..i]);
             // "文档2": the number names a source of the prompt.
-            let reference = run[i..].starts_with(&['文', '档']);
+            let reference = DOCUMENT_WORDS
+                .iter()
+                .any(|w| prefix_len(&run[i..], w).is_some());
             i += stop_len;
             while reference && i < run.len() && run[i].is_ascii_digit() {
                 i += 1;
@@ -184,7 +187,7 @@ fn is_decision(sentence: &str) -> bool {
 }
 
 /// Words by which an answer names a source of its prompt ("Document 2").
-const DOCUMENT_WORDS: &[&str] = &["document", "documents", "dokumen"];
+const DOCUMENT_WORDS: &[&str] = &["document", "documents", "dokumen", "文档"];
 
 /// Function and question words that say nothing of the topic (English,
 /// Indonesian, Chinese), and the words answers use to speak of their
@@ -257,7 +260,6 @@ const STOPWORDS: &[&str] = &[
     "哪些",
     "哪里",
     "根据",
-    "文档",
     "分别",
     "包括",
     "提到",
