@@ -4,6 +4,8 @@
 Generated, not committed, so their size stays out of the repository:
 - self-drawing.pdf: a page whose form XObject draws itself (808 bytes in the
   review; unbounded recursion in the PDF extractor).
+- page-loop.pdf: a page that is its own /Parent and has no /MediaBox (found
+  by fuzzing; the PDF extractor looks for the inherited box forever).
 - nested-spans.html: 20,000 nested <span> tags (120 KB; recursion in any
   tree walk).
 - inflate-bomb.pdf: about 200 KB that inflates to 200 MB in one Flate stream.
@@ -49,6 +51,15 @@ def self_drawing_pdf():
     ])
 
 
+def page_loop_pdf():
+    return pdf([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 3 0 R /Contents 4 0 R >>",
+        stream(b"", b"BT ET"),
+    ])
+
+
 def inflate_bomb_pdf(size=200 * 1024 * 1024):
     z = zlib.compressobj(9)
     chunk = b"\0" * (1 << 20)
@@ -81,6 +92,7 @@ def main():
     target.mkdir(parents=True, exist_ok=True)
     files = {
         "self-drawing.pdf": self_drawing_pdf(),
+        "page-loop.pdf": page_loop_pdf(),
         "nested-spans.html": nested_spans_html(),
         "inflate-bomb.pdf": inflate_bomb_pdf(),
         "inflate-bomb.docx": inflate_bomb_docx(),

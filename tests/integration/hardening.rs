@@ -69,6 +69,9 @@ fn record<'a>(records: &'a [Value], request_id: &str) -> &'a Value {
 /// Finding 1: a self-drawing PDF and 20,000 nested spans each overflowed the
 /// stack and aborted the process, with no audit record.
 /// Finding 2: a 200 KB PDF inflating to 200 MB was accepted.
+/// Later, by fuzzing: a page that is its own parent kept the PDF extractor
+/// looking for an inherited attribute forever (the worker's time limit ended
+/// it); both PDFs are now refused by a structure check before extraction.
 #[tokio::test]
 async fn finding_01_02_hostile_uploads_are_refused_and_the_server_stays_up() {
     let (_dir, files) = hostile();
@@ -78,6 +81,12 @@ async fn finding_01_02_hostile_uploads_are_refused_and_the_server_stays_up() {
     let cases = [
         (
             "self-drawing.pdf",
+            "application/pdf",
+            422,
+            "unprocessable_document",
+        ),
+        (
+            "page-loop.pdf",
             "application/pdf",
             422,
             "unprocessable_document",

@@ -321,18 +321,173 @@ fn pdf(bytes: &[u8], limits: Limits) -> Result<String, IngestError> {
     let extracted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         // As pdf-extract does: a document encrypted with the empty password.
         if doc.is_encrypted() {
-            doc.decrypt("").map_err(|e| format!("PDF: {e}"))?;
+            doc.decrypt("")
+                .map_err(|e| IngestError::Corrupt(format!("PDF: {e}")))?;
         }
+        pdf_structure_sound(&doc)?;
         let mut text = String::new();
         output_doc(&doc, &mut PlainTextOutput::new(&mut text))
             .map(|()| text)
-            .map_err(|e| format!("PDF: {e}"))
+            .map_err(|e| IngestError::Corrupt(format!("PDF: {e}")))
     }));
-    match extracted {
-        Ok(Ok(text)) => Ok(text),
-        Ok(Err(message)) => Err(IngestError::Corrupt(message)),
-        Err(_) => Err(damaged()),
+    extracted.unwrap_or_else(|_| Err(damaged()))
+}
+
+/// Forms drawn inside forms, deepest: pdf-extract recurses once per level.
+const MAX_PDF_FORM_DEPTH: usize = 32;
+/// Form drawings in a whole document, counting each time a form is drawn.
+const MAX_PDF_FORM_DRAWS: usize = 100_000;
+
+/// Refuses the page structures pdf-extract cannot leave: it follows a page's
+/// `/Parent` chain for inherited attributes and recurses into every form
+/// XObject a content stream draws (`Do`), with no guard against loops. A
+/// looping page tree spins forever; a form that draws itself, directly or
+/// through others, recurses until the stack runs out; forms that each draw
+/// the next several times multiply the work exponentially. All three are
+/// found here first, walking only the `Do` operators of the streams.
+fn pdf_structure_sound(doc: &pdf_extract::Document) -> Result<(), IngestError> {
+    use pdf_extract::ObjectId;
+    let loops = || IngestError::Corrupt("PDF: the page tree loops back on itself".into());
+    let mut draws = FormDraws {
+        doc,
+        path: Vec::new(),
+        left: MAX_PDF_FORM_DRAWS,
+        names: std::collections::HashMap::new(),
+    };
+    for page in doc.page_iter() {
+        let mut seen: Vec<ObjectId> = vec![page];
+        let mut node = doc.get_dictionary(page).ok();
+        let mut resources = None;
+        while let Some(dict) = node {
+            if resources.is_none() {
+                resources = dict
+                    .get(b"Resources")
+                    .ok()
+                    .and_then(|o| deref(doc, o).as_dict().ok());
+            }
+            let Ok(parent) = dict.get(b"Parent").and_then(|p| p.as_reference()) else {
+                break;
+            };
+            if seen.contains(&parent) {
+                return Err(loops());
+            }
+            seen.push(parent);
+            node = doc.get_dictionary(parent).ok();
+        }
+        if let (Some(resources), Ok(content)) = (resources, doc.get_page_content(page)) {
+            draws.walk(&content, resources)?;
+        }
     }
+    Ok(())
+}
+
+fn deref<'a>(
+    doc: &'a pdf_extract::Document,
+    object: &'a pdf_extract::Object,
+) -> &'a pdf_extract::Object {
+    match object.as_reference() {
+        Ok(id) => doc.get_object(id).unwrap_or(object),
+        Err(_) => object,
+    }
+}
+
+/// The walk of [`pdf_structure_sound`] through the forms a stream draws.
+struct FormDraws<'a> {
+    doc: &'a pdf_extract::Document,
+    /// The forms being drawn, outermost first.
+    path: Vec<pdf_extract::ObjectId>,
+    /// Drawings still allowed.
+    left: usize,
+    /// The names each form's content draws, decoded once.
+    names: std::collections::HashMap<pdf_extract::ObjectId, Vec<Vec<u8>>>,
+}
+
+impl<'a> FormDraws<'a> {
+    fn walk(
+        &mut self,
+        content: &[u8],
+        resources: &'a pdf_extract::Dictionary,
+    ) -> Result<(), IngestError> {
+        for name in drawn_names(content) {
+            self.draw(&name, resources)?;
+        }
+        Ok(())
+    }
+
+    fn draw(
+        &mut self,
+        name: &[u8],
+        resources: &'a pdf_extract::Dictionary,
+    ) -> Result<(), IngestError> {
+        let doc = self.doc;
+        let Some(xobjects) = resources
+            .get(b"XObject")
+            .ok()
+            .and_then(|o| deref(doc, o).as_dict().ok())
+        else {
+            return Ok(());
+        };
+        let Ok(id) = xobjects.get(name).and_then(|o| o.as_reference()) else {
+            return Ok(());
+        };
+        let Ok(pdf_extract::Object::Stream(form)) = doc.get_object(id) else {
+            return Ok(());
+        };
+        if self.path.contains(&id) {
+            return Err(IngestError::Corrupt("PDF: a form draws itself".into()));
+        }
+        if self.path.len() >= MAX_PDF_FORM_DEPTH {
+            return Err(IngestError::TooLarge(format!(
+                "PDF forms nest deeper than {MAX_PDF_FORM_DEPTH} levels"
+            )));
+        }
+        self.left = self.left.checked_sub(1).ok_or_else(|| {
+            IngestError::TooLarge(format!(
+                "PDF draws forms more than {MAX_PDF_FORM_DRAWS} times"
+            ))
+        })?;
+        // As pdf-extract does: the form's own resources, else the caller's.
+        let inner = form
+            .dict
+            .get(b"Resources")
+            .ok()
+            .and_then(|o| deref(doc, o).as_dict().ok())
+            .unwrap_or(resources);
+        let names = match self.names.get(&id) {
+            Some(names) => names.clone(),
+            None => {
+                let content = if form.filters().is_ok() {
+                    form.decompressed_content()
+                        .unwrap_or_else(|_| form.content.clone())
+                } else {
+                    form.content.clone()
+                };
+                let names = drawn_names(&content);
+                self.names.insert(id, names.clone());
+                names
+            }
+        };
+        self.path.push(id);
+        for name in &names {
+            self.draw(name, inner)?;
+        }
+        self.path.pop();
+        Ok(())
+    }
+}
+
+/// The XObject names a content stream draws (`/Name Do`), in order; none
+/// when the stream does not decode (pdf-extract fails on it then anyway).
+fn drawn_names(content: &[u8]) -> Vec<Vec<u8>> {
+    let Ok(content) = pdf_extract::content::Content::decode(content) else {
+        return Vec::new();
+    };
+    content
+        .operations
+        .iter()
+        .filter(|op| op.operator == "Do")
+        .filter_map(|op| op.operands.first()?.as_name().ok().map(<[u8]>::to_vec))
+        .collect()
 }
 
 /// Refuses a PDF whose Flate streams inflate to more than `max` bytes in
@@ -537,5 +692,130 @@ mod tests {
             parse(b"hello world", Format::Text, tiny),
             Err(IngestError::TooLarge(_))
         ));
+    }
+
+    /// A PDF of `objects` (object 1 the catalog) with a correct
+    /// cross-reference table, as `tests/hostile/make.py` writes them.
+    fn pdf_of(objects: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = b"%PDF-1.4\n".to_vec();
+        let mut offsets = Vec::new();
+        for (i, body) in objects.iter().enumerate() {
+            offsets.push(out.len());
+            out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+            out.extend_from_slice(body);
+            out.extend_from_slice(b"\nendobj\n");
+        }
+        let xref = out.len();
+        out.extend_from_slice(
+            format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+        );
+        for off in offsets {
+            out.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
+        }
+        out.extend_from_slice(
+            format!(
+                "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+                objects.len() + 1
+            )
+            .as_bytes(),
+        );
+        out
+    }
+
+    fn pdf_stream(dict: &str, data: &str) -> Vec<u8> {
+        format!(
+            "<< {dict} /Length {} >>\nstream\n{data}\nendstream",
+            data.len()
+        )
+        .into_bytes()
+    }
+
+    /// Parses on a thread and gives up after 20 s, so a hang fails the test
+    /// instead of stalling the suite.
+    fn parse_pdf_within_time(bytes: Vec<u8>) -> Result<Vec<Block>, IngestError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(parse(&bytes, Format::Pdf, Limits::default()));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("parsing the PDF did not end within 20 s"))
+    }
+
+    const HELVETICA: &str =
+        "/Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >>";
+
+    #[test]
+    fn pdf_page_that_is_its_own_parent_is_refused_not_followed_forever() {
+        let bytes = pdf_of(&[
+            b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+            b"<< /Type /Page /Parent 3 0 R /Contents 4 0 R >>".to_vec(),
+            pdf_stream("", "BT ET"),
+        ]);
+        let Err(IngestError::Corrupt(message)) = parse_pdf_within_time(bytes) else {
+            panic!("a looping page tree must be refused as damaged");
+        };
+        assert!(message.contains("page tree loops"), "{message}");
+    }
+
+    #[test]
+    fn pdf_form_drawing_itself_through_another_is_refused() {
+        // Page draws X1; X1 draws X2; X2 draws X1 again.
+        let bytes = pdf_of(&[
+            b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /XObject << /X1 4 0 R /X2 5 0 R >> >> /Contents 6 0 R >>".to_vec(),
+            pdf_stream("/Type /XObject /Subtype /Form /BBox [0 0 612 792]", "/X2 Do"),
+            pdf_stream("/Type /XObject /Subtype /Form /BBox [0 0 612 792]", "/X1 Do"),
+            pdf_stream("", "/X1 Do"),
+        ]);
+        let Err(IngestError::Corrupt(message)) = parse_pdf_within_time(bytes) else {
+            panic!("a form drawing itself must be refused as damaged");
+        };
+        assert!(message.contains("draws itself"), "{message}");
+    }
+
+    #[test]
+    fn pdf_forms_multiplying_their_drawings_are_refused_as_too_large() {
+        // Each of 20 forms draws the next one twice: 2^20 drawings.
+        let mut objects = vec![
+            b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /XObject << /F0 5 0 R >> >> >>".to_vec(),
+            pdf_stream("", "/F0 Do"),
+        ];
+        for level in 0..20 {
+            let next = level + 1;
+            let resources = if next < 20 {
+                format!("/Resources << /XObject << /F{next} {} 0 R >> >>", 6 + level)
+            } else {
+                String::new()
+            };
+            objects.push(pdf_stream(
+                &format!("/Type /XObject /Subtype /Form /BBox [0 0 1 1] {resources}"),
+                &format!("/F{next} Do /F{next} Do"),
+            ));
+        }
+        let Err(IngestError::TooLarge(message)) = parse_pdf_within_time(pdf_of(&objects)) else {
+            panic!("an exponential nest of forms must be refused");
+        };
+        assert!(message.contains("forms more than"), "{message}");
+    }
+
+    #[test]
+    fn pdf_form_drawn_twice_without_a_loop_gives_its_text() {
+        let bytes = pdf_of(&[
+            b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+            format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << {HELVETICA} /XObject << /X1 4 0 R >> >> /Contents 5 0 R >>").into_bytes(),
+            pdf_stream(
+                "/Type /XObject /Subtype /Form /BBox [0 0 612 792]",
+                "BT /F1 12 Tf 72 700 Td (Leave is approved by the manager.) Tj ET",
+            ),
+            pdf_stream("", "/X1 Do /X1 Do"),
+        ]);
+        let blocks = parse_pdf_within_time(bytes).expect("a sound PDF parses");
+        let text: String = blocks.iter().map(|b| b.text.as_str()).collect();
+        assert!(text.contains("Leave is approved"), "{text}");
     }
 }
