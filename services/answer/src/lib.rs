@@ -81,13 +81,46 @@ const REFUSAL_PHRASES: &[&str] = &[
 
 /// Whether an answer is a refusal: one of [`REFUSALS`], or a model's own
 /// wording of one near its start.
+///
+/// An answer that opens with a decision ("No, the trial found no
+/// difference. The documents do not provide the doses.") is read by its
+/// first sentence only: a decision is an answer, and what it adds about
+/// the documents' gaps afterwards is not a refusal.
 pub fn is_refusal(answer: &str) -> bool {
     let a = answer.trim();
     if REFUSALS.iter().any(|(_, r)| a.contains(r)) {
         return true;
     }
     let head: String = a.chars().take(160).collect::<String>().to_lowercase();
+    let head = if opens_with_decision(&head) {
+        first_sentence(&head)
+    } else {
+        head.as_str()
+    };
     REFUSAL_PHRASES.iter().any(|p| head.contains(p))
+}
+
+/// Whether an (English, lower-cased) answer opens with yes, no or maybe.
+fn opens_with_decision(answer: &str) -> bool {
+    let first: String = answer.chars().take_while(|c| c.is_alphabetic()).collect();
+    matches!(first.as_str(), "yes" | "no" | "maybe")
+        && answer[first.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| matches!(c, ',' | '.' | ';' | ':' | '!' | ' '))
+}
+
+/// Up to the first sentence's end (a full stop followed by a space, or `!`,
+/// `?`, `;`); the whole text when it has one sentence.
+fn first_sentence(text: &str) -> &str {
+    let end = text
+        .char_indices()
+        .find(|&(i, c)| {
+            matches!(c, '!' | '?' | ';')
+                || (c == '.' && text[i + 1..].starts_with(char::is_whitespace))
+        })
+        .map_or(text.len(), |(i, _)| i);
+    &text[..end]
 }
 
 /// The system turn every answer is generated under. System first, then the
@@ -101,11 +134,83 @@ pub const SYSTEM_PROMPT: &str = "You answer questions using only the documents t
 /// both models refused most answerable questions (0.5B: 93%, 1.5B: 85% on
 /// FacQA); asked to say so, they refuse rarely and the relevance gate keeps
 /// the unanswerable questions it can recognise from the model.
-pub fn rules(language: Language) -> String {
-    format!(
+pub fn rules(language: Language, question: &str) -> String {
+    let mut rules = format!(
         "Answer the question in {} in one or two short sentences, using the documents above; if it asks for several things, answer each of them. If the documents do not hold the answer, say so.",
         language.name()
-    )
+    );
+    if language == Language::English && asks_yes_or_no(question) {
+        rules.push(' ');
+        rules.push_str(YES_OR_NO_RULE);
+    }
+    rules
+}
+
+/// The rule added for a question that asks yes or no. Without it the
+/// models begin three answers in four with "Yes" whatever the documents
+/// found (measured on PubMedQA; docs/answers.md).
+///
+/// Worded with each opening quoted and followed by the finding: asked to
+/// "begin with Yes, No or Maybe", the 0.5B wrote those three words and
+/// nothing else.
+pub const YES_OR_NO_RULE: &str = "This is a yes-or-no question. If the documents' results show it, start with \"Yes,\"; if they found no effect, no difference or the opposite, start with \"No,\"; if their results are mixed or uncertain, start with \"Maybe,\". Then say what they found.";
+
+/// Words that open an English question asking yes or no.
+const AUXILIARIES: &[&str] = &[
+    "is",
+    "are",
+    "was",
+    "were",
+    "am",
+    "do",
+    "does",
+    "did",
+    "can",
+    "could",
+    "will",
+    "would",
+    "should",
+    "shall",
+    "has",
+    "have",
+    "had",
+    "may",
+    "might",
+    "must",
+    "isn't",
+    "aren't",
+    "wasn't",
+    "weren't",
+    "don't",
+    "doesn't",
+    "didn't",
+    "can't",
+    "couldn't",
+    "won't",
+    "wouldn't",
+    "shouldn't",
+    "hasn't",
+    "haven't",
+    "hadn't",
+];
+
+/// Whether an English question asks yes or no: its first word, or the
+/// first after its last colon (a question introduced by a heading), is an
+/// auxiliary verb.
+pub fn asks_yes_or_no(question: &str) -> bool {
+    let opens_with_auxiliary = |text: &str| {
+        text.split_whitespace()
+            .next()
+            .map(|w| {
+                w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
+                    .to_lowercase()
+            })
+            .is_some_and(|w| AUXILIARIES.contains(&w.as_str()))
+    };
+    opens_with_auxiliary(question)
+        || question
+            .rsplit_once(':')
+            .is_some_and(|(_, asked)| opens_with_auxiliary(asked))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -289,7 +394,7 @@ pub fn user_turn(sources: &[Source], question: &str, language: Language) -> Stri
     s.push_str("Question: ");
     s.push_str(&one_line(question.trim()));
     s.push_str("\n\n");
-    s.push_str(&rules(language));
+    s.push_str(&rules(language, question));
     s
 }
 
@@ -500,18 +605,52 @@ mod tests {
         ));
         assert!(is_refusal("文档中没有提到这个时间。"));
         assert!(!is_refusal("Nurses get 22 days of annual leave."));
+        // A decision is an answer; a gap named after it is not a refusal.
+        assert!(!is_refusal(
+            "No, prophylaxis in all patients does not make sense. The documents do not provide the doses."
+        ));
+        assert!(!is_refusal("Yes. The documents do not provide the doses."));
+        assert!(is_refusal(
+            "No, the documents do not provide information about prophylaxis."
+        ));
+        assert!(is_refusal(
+            "Nothing here. The documents do not provide the doses."
+        ));
+        assert!(is_refusal("Nobody knows; the documents do not provide it."));
     }
 
     #[test]
     fn the_rules_ask_for_the_questions_language() {
-        assert!(rules(Language::Chinese).contains("in Chinese"));
+        assert!(rules(Language::Chinese, "是否?").contains("in Chinese"));
         let turn = user_turn(
             &[source(1, "x")],
             "Berapa hari cuti tahunan perawat?",
             Language::Indonesian,
         );
         assert!(turn.starts_with("Document 1: t\n\"\"\"\nx\n\"\"\"\n\nQuestion: Berapa"));
-        assert!(turn.ends_with(&rules(Language::Indonesian)));
+        assert!(turn.ends_with(&rules(Language::Indonesian, "Berapa hari?")));
+    }
+
+    #[test]
+    fn an_english_yes_or_no_question_gets_the_decision_rule() {
+        for q in [
+            "Does aspirin reduce the risk of stroke?",
+            "Trial results: is early surgery better than waiting?",
+            "Can't nurses carry leave over?",
+        ] {
+            assert!(asks_yes_or_no(q), "{q}");
+            assert!(rules(Language::English, q).ends_with(YES_OR_NO_RULE), "{q}");
+        }
+        for q in [
+            "How many days of leave do nurses get?",
+            "Which drug is better: A or B?",
+            "Isolation of the virus in 2020",
+        ] {
+            assert!(!asks_yes_or_no(q), "{q}");
+            assert!(!rules(Language::English, q).contains(YES_OR_NO_RULE), "{q}");
+        }
+        // Only English questions: the other languages' prompts are unchanged.
+        assert!(!rules(Language::Indonesian, "Apakah is benar?").contains(YES_OR_NO_RULE));
     }
 
     #[test]
