@@ -360,10 +360,7 @@ fn pdf_structure_sound(doc: &pdf_extract::Document) -> Result<(), IngestError> {
         let mut resources = None;
         while let Some(dict) = node {
             if resources.is_none() {
-                resources = dict
-                    .get(b"Resources")
-                    .ok()
-                    .and_then(|o| deref(doc, o).as_dict().ok());
+                resources = doc.get_dict_in_dict(dict, b"Resources").ok();
             }
             let Ok(parent) = dict.get(b"Parent").and_then(|p| p.as_reference()) else {
                 break;
@@ -379,16 +376,6 @@ fn pdf_structure_sound(doc: &pdf_extract::Document) -> Result<(), IngestError> {
         }
     }
     Ok(())
-}
-
-fn deref<'a>(
-    doc: &'a pdf_extract::Document,
-    object: &'a pdf_extract::Object,
-) -> &'a pdf_extract::Object {
-    match object.as_reference() {
-        Ok(id) => doc.get_object(id).unwrap_or(object),
-        Err(_) => object,
-    }
 }
 
 /// The walk of [`pdf_structure_sound`] through the forms a stream draws.
@@ -420,11 +407,7 @@ impl<'a> FormDraws<'a> {
         resources: &'a pdf_extract::Dictionary,
     ) -> Result<(), IngestError> {
         let doc = self.doc;
-        let Some(xobjects) = resources
-            .get(b"XObject")
-            .ok()
-            .and_then(|o| deref(doc, o).as_dict().ok())
-        else {
+        let Ok(xobjects) = doc.get_dict_in_dict(resources, b"XObject") else {
             return Ok(());
         };
         let Ok(id) = xobjects.get(name).and_then(|o| o.as_reference()) else {
@@ -447,26 +430,21 @@ impl<'a> FormDraws<'a> {
             ))
         })?;
         // As pdf-extract does: the form's own resources, else the caller's.
-        let inner = form
-            .dict
-            .get(b"Resources")
-            .ok()
-            .and_then(|o| deref(doc, o).as_dict().ok())
+        let inner = doc
+            .get_dict_in_dict(&form.dict, b"Resources")
             .unwrap_or(resources);
-        let names = match self.names.get(&id) {
-            Some(names) => names.clone(),
-            None => {
-                let content = if form.filters().is_ok() {
-                    form.decompressed_content()
-                        .unwrap_or_else(|_| form.content.clone())
-                } else {
-                    form.content.clone()
-                };
-                let names = drawn_names(&content);
-                self.names.insert(id, names.clone());
-                names
-            }
-        };
+        // As pdf-extract reads a form: decoded, else as stored.
+        let names = self
+            .names
+            .entry(id)
+            .or_insert_with(|| {
+                drawn_names(
+                    &form
+                        .decompressed_content()
+                        .unwrap_or_else(|_| form.content.clone()),
+                )
+            })
+            .clone();
         self.path.push(id);
         for name in &names {
             self.draw(name, inner)?;
