@@ -93,7 +93,10 @@ pub fn is_refusal(answer: &str) -> bool {
     }
     let head: String = a.chars().take(160).collect::<String>().to_lowercase();
     let head = if opens_with_decision(&head) {
-        first_sentence(&head)
+        attribute::sentences(&head)
+            .first()
+            .copied()
+            .unwrap_or(&head)
     } else {
         head.as_str()
     };
@@ -108,19 +111,6 @@ fn opens_with_decision(answer: &str) -> bool {
             .chars()
             .next()
             .is_some_and(|c| matches!(c, ',' | '.' | ';' | ':' | '!' | ' '))
-}
-
-/// Up to the first sentence's end (a full stop followed by a space, or `!`,
-/// `?`, `;`); the whole text when it has one sentence.
-fn first_sentence(text: &str) -> &str {
-    let end = text
-        .char_indices()
-        .find(|&(i, c)| {
-            matches!(c, '!' | '?' | ';')
-                || (c == '.' && text[i + 1..].starts_with(char::is_whitespace))
-        })
-        .map_or(text.len(), |(i, _)| i);
-    &text[..end]
 }
 
 /// The system turn every answer is generated under. System first, then the
