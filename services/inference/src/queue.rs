@@ -188,6 +188,29 @@ impl GenerationQueue {
         prompt: String,
         params: SamplingParams,
     ) -> Result<GenerationHandle, QueueFull> {
+        self.admit(tenant, prompt, params, false)
+    }
+
+    /// Admits a generation that continues one this tenant was already
+    /// admitted for (the check of a finished answer): it is not refused
+    /// when the queue is full, and it waits at the front of its tenant's
+    /// line, so a request admitted once is not turned away halfway.
+    pub fn submit_follow_up(
+        &self,
+        tenant: &str,
+        prompt: String,
+        params: SamplingParams,
+    ) -> Result<GenerationHandle, QueueFull> {
+        self.admit(tenant, prompt, params, true)
+    }
+
+    fn admit(
+        &self,
+        tenant: &str,
+        prompt: String,
+        params: SamplingParams,
+        follow_up: bool,
+    ) -> Result<GenerationHandle, QueueFull> {
         let submitted = Instant::now();
         let (go_tx, go_rx) = oneshot::channel();
         let ticket = {
@@ -197,15 +220,17 @@ impl GenerationQueue {
             let running = d.running();
             let full = running + waiting >= self.slots + self.capacity;
             let tenant_full = running >= self.slots && tenant_waiting >= self.tenant_cap;
-            if full || tenant_full {
+            if (full || tenant_full) && !follow_up {
                 return Err(QueueFull { waiting });
             }
             d.next_ticket += 1;
             let id = d.next_ticket;
-            d.waiting
-                .entry(tenant.to_owned())
-                .or_default()
-                .push_back(Ticket { id, go: go_tx });
+            let line = d.waiting.entry(tenant.to_owned()).or_default();
+            if follow_up {
+                line.push_front(Ticket { id, go: go_tx });
+            } else {
+                line.push_back(Ticket { id, go: go_tx });
+            }
             d.fill(self.slots);
             id
         };

@@ -293,6 +293,43 @@ async fn the_queue_refuses_past_its_capacity_and_a_dropped_receiver_frees_the_wo
     assert!(done.unwrap().completion_tokens <= 3);
 }
 
+/// A follow-up (the check of a finished answer) is admitted when the queue
+/// is full, and goes ahead of the tenant's other waiting generations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_is_admitted_to_a_full_queue_at_the_front_of_its_line() {
+    let g: Arc<dyn Generator> = Arc::new(tiny(1));
+    let queue = GenerationQueue::new(g, 1, 1, 1.0);
+    let long = SamplingParams {
+        max_tokens: 3000,
+        logit_bias: vec![(2, -100.0)],
+        ..Default::default()
+    };
+    let prompt = expected().prompt;
+    let mut running = queue.submit("t", prompt.clone(), long.clone()).unwrap();
+    assert!(matches!(
+        running.recv().await,
+        Some(GenerationEvent::Started)
+    ));
+    let mut waiting = queue.submit("t", prompt.clone(), long.clone()).unwrap();
+    assert!(queue.submit("t", prompt.clone(), long.clone()).is_err());
+    let short = SamplingParams {
+        max_tokens: 2,
+        ..Default::default()
+    };
+    let mut follow_up = queue.submit_follow_up("t", prompt, short).unwrap();
+    drop(running);
+    // The follow-up starts first and finishes while the other still waits.
+    let started = tokio::time::timeout(std::time::Duration::from_secs(20), follow_up.recv()).await;
+    assert!(matches!(started, Ok(Some(GenerationEvent::Started))));
+    let mut done = false;
+    while let Some(ev) = follow_up.recv().await {
+        done |= matches!(ev, GenerationEvent::Done(_));
+    }
+    assert!(done);
+    let next = tokio::time::timeout(std::time::Duration::from_secs(20), waiting.recv()).await;
+    assert!(matches!(next, Ok(Some(GenerationEvent::Started))));
+}
+
 /// The real model (scripts/setup-generator): its own template and a
 /// sensible greedy answer.
 #[test]
