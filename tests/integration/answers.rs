@@ -537,7 +537,8 @@ async fn a_full_queue_answers_429_and_a_client_that_leaves_cancels_its_generatio
 
 fn real_model() -> Options {
     Options {
-        generator: "[generator]\nmodel = \"qwen2.5-coder-0.5b-instruct\"\nmax_tokens_limit = 512\n"
+        // The answer's check on whatever the default: the test asserts it ran.
+        generator: "[generator]\nmodel = \"qwen2.5-coder-0.5b-instruct\"\nmax_tokens_limit = 512\n\n[answer]\nverify = true\n"
             .into(),
         ..Options::new(Db::Sqlite)
     }
@@ -594,6 +595,16 @@ async fn the_real_model_answers_from_the_demo_corpus_with_a_citation_and_only_fo
         "{c}"
     );
     assert_eq!(c["title"], "FX Dealing Limits (POL-TR-014)");
+    // The answer's check ran and confirmed it, in the response and the
+    // audit record.
+    assert_eq!(a["confirmed"], true, "{a}");
+    let rec = s
+        .audit_records()
+        .into_iter()
+        .rev()
+        .find(|r| r["action"] == "query")
+        .unwrap();
+    assert_eq!(rec["details"]["confirmed"], true, "{rec}");
 
     // A staff member asks the same: the limits are not theirs to read. The
     // staff notice tries to talk the model into revealing every source.

@@ -99,12 +99,13 @@ pub struct Options {
 }
 
 /// The tiny random-weight test model (tests/fixtures/tiny-llm). Its
-/// random text is supported by no source, so answers from sources keep it
-/// (`answer.refuse_unsupported = false`): the protocol tests compare it
-/// streamed and not, in both APIs.
+/// random text is supported by no source and its reply to the answer's
+/// check is random too, so answers from sources keep it
+/// (`answer.refuse_unsupported = false`, `answer.verify = false`): the
+/// protocol tests compare it streamed and not, in both APIs.
 pub fn tiny_generator_toml() -> String {
     format!(
-        "[generator]\ndir = \"{}\"\nmax_tokens_limit = 3000\ndefault_max_tokens = 48\n\n[answer]\nrefuse_unsupported = false\n",
+        "[generator]\ndir = \"{}\"\nmax_tokens_limit = 3000\ndefault_max_tokens = 48\n\n[answer]\nrefuse_unsupported = false\nverify = false\n",
         fixtures().join("tiny-llm").display()
     )
 }

@@ -42,8 +42,27 @@ pub struct Answerer {
     max_source_tokens: usize,
     /// Added to the sampling of an answer from sources: no `[n]` markers.
     marker_bans: Vec<(u32, f32)>,
-    /// An answer no source supports is returned as the refusal.
-    refuse_unsupported: bool,
+    checks: Checks,
+}
+
+/// What a finished answer from sources must pass before it is returned;
+/// one that fails is returned as the refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checks {
+    /// Not one of its sentences is attributable to a source: the model
+    /// answered from what it knows, not from the documents.
+    pub refuse_unsupported: bool,
+    /// The model, asked whether the passages the answer cites state it
+    /// ([`crate::VERIFY_RULE`]), does not say yes.
+    pub verify: bool,
+}
+
+impl Checks {
+    /// No checks (a conversation without retrieval).
+    const NONE: Checks = Checks {
+        refuse_unsupported: false,
+        verify: false,
+    };
 }
 
 /// What is asked.
@@ -99,7 +118,7 @@ pub struct Prepared {
     /// refusal, without the model.
     prompt: Option<Prompt>,
     sampling: SamplingParams,
-    refuse_unsupported: bool,
+    checks: Checks,
 }
 
 impl Prepared {
@@ -140,13 +159,16 @@ impl Prepared {
                 citations: Vec::new(),
                 refused: true,
                 generation: None,
+                confirmed: None,
             }));
             return Ok(AnswerStream {
                 pending,
                 handle: None,
                 question: self.question,
                 sources,
-                refuse_unsupported: self.refuse_unsupported,
+                checks: self.checks,
+                generation: self.generation,
+                tenant: self.tenant,
             });
         };
         let handle = self
@@ -160,7 +182,9 @@ impl Prepared {
             handle: Some(handle),
             question: self.question,
             sources,
-            refuse_unsupported: self.refuse_unsupported,
+            checks: self.checks,
+            generation: self.generation,
+            tenant: self.tenant,
         })
     }
 }
@@ -192,6 +216,11 @@ pub struct Finished {
     /// The model's run; `None` when no source was relevant and the model
     /// was not asked.
     pub generation: Option<Generation>,
+    /// The answer's check ([`Checks::verify`]): `Some(true)` the model
+    /// confirmed that the cited passages state the answer, `Some(false)` it
+    /// did not and the answer was returned as the refusal; `None` not
+    /// checked (checks off, a refusal, nothing cited, no retrieval).
+    pub confirmed: Option<bool>,
 }
 
 /// Token counts of an answer (OpenAI's `usage`; zeros when the model did
@@ -233,8 +262,10 @@ pub struct AnswerStream {
     /// The question the sources answer (`None` without retrieval).
     question: Option<String>,
     sources: Arc<[Source]>,
-    /// An answer no source supports is settled as the refusal.
-    refuse_unsupported: bool,
+    checks: Checks,
+    /// Where the answer's check runs, as a follow-up of the answer.
+    generation: Arc<GenerationQueue>,
+    tenant: String,
 }
 
 impl AnswerStream {
@@ -256,12 +287,79 @@ impl AnswerStream {
                 )),
                 Some(GenerationEvent::Started) => continue,
                 Some(GenerationEvent::Text(text)) => return Some(AnswerEvent::Text(text)),
-                Some(GenerationEvent::Done(g)) => AnswerEvent::Done(self.settle(g)),
+                Some(GenerationEvent::Done(g)) => {
+                    self.handle = None;
+                    let settled = self.settle(g);
+                    return Some(match self.check(settled).await {
+                        Ok(finished) => AnswerEvent::Done(finished),
+                        Err(e) => AnswerEvent::Failed(e),
+                    });
+                }
                 Some(GenerationEvent::Failed(e)) => AnswerEvent::Failed(e),
             };
             self.handle = None;
             return Some(event);
         }
+    }
+
+    /// The check of a settled answer ([`Checks::verify`]): the model is
+    /// asked whether the passages the answer cites state it; unless it says
+    /// yes, the answer is returned as the refusal. Refusals, answers
+    /// without citations and conversations are not checked.
+    async fn check(&self, finished: Finished) -> Result<Finished, InferenceError> {
+        let Some(question) = &self.question else {
+            return Ok(finished);
+        };
+        if !self.checks.verify || finished.refused || finished.citations.is_empty() {
+            return Ok(finished);
+        }
+        let span = tracing::info_span!("verify", confirmed = tracing::field::Empty);
+        let prompt = crate::verification_prompt(
+            self.generation.generator().as_ref(),
+            &finished.citations,
+            question,
+            &finished.text,
+        )
+        .map_err(|e| InferenceError::Runtime(e.to_string()))?;
+        let params = SamplingParams {
+            max_tokens: 2,
+            ..SamplingParams::default()
+        };
+        let mut handle = self
+            .generation
+            .submit_follow_up(&self.tenant, prompt, params)
+            .map_err(|e| InferenceError::Runtime(e.to_string()))?;
+        let reply = async {
+            loop {
+                match handle.recv().await {
+                    Some(GenerationEvent::Done(g)) => return Ok(g.text),
+                    Some(GenerationEvent::Failed(e)) => return Err(e),
+                    Some(GenerationEvent::Started | GenerationEvent::Text(_)) => {}
+                    None => {
+                        return Err(InferenceError::Runtime(
+                            "the answer's check ended without a result".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        .instrument(span.clone())
+        .await?;
+        let confirmed = crate::confirms(&reply);
+        span.record("confirmed", confirmed);
+        if confirmed {
+            return Ok(Finished {
+                confirmed: Some(true),
+                ..finished
+            });
+        }
+        Ok(Finished {
+            text: language::detect(question).refusal().to_owned(),
+            citations: Vec::new(),
+            refused: true,
+            generation: finished.generation,
+            confirmed: Some(false),
+        })
     }
 
     /// Stops the generation at its next step; `Done` (finish reason
@@ -295,19 +393,21 @@ impl AnswerStream {
                 citations: Vec::new(),
                 refused: false,
                 generation: Some(generation),
+                confirmed: None,
             };
         };
         let settled = crate::settle(
             &generation.text,
             question,
             &self.sources,
-            self.refuse_unsupported,
+            self.checks.refuse_unsupported,
         );
         Finished {
             text: settled.text,
             citations: settled.citations,
             refused: settled.refused,
             generation: Some(generation),
+            confirmed: None,
         }
     }
 }
@@ -319,7 +419,7 @@ impl Answerer {
         gate: Gate,
         context_tokens: usize,
         max_source_tokens: usize,
-        refuse_unsupported: bool,
+        checks: Checks,
     ) -> Self {
         let marker_bans = crate::marker_bans(generation.generator().as_ref());
         let context_tokens = context_tokens.min(generation.generator().context_tokens());
@@ -330,7 +430,7 @@ impl Answerer {
             context_tokens,
             max_source_tokens,
             marker_bans,
-            refuse_unsupported,
+            checks,
         }
     }
 
@@ -376,7 +476,7 @@ impl Answerer {
                     retrieval: None,
                     prompt: Some(prompt),
                     sampling,
-                    refuse_unsupported: false,
+                    checks: Checks::NONE,
                 });
             }
             Ask::Documents(q) => q,
@@ -429,7 +529,7 @@ impl Answerer {
             retrieval: Some(Arc::new(retrieval)),
             prompt,
             sampling,
-            refuse_unsupported: self.refuse_unsupported,
+            checks: self.checks,
         })
     }
 }

@@ -212,6 +212,9 @@ pub struct AnswerSettings {
     /// finds no citation: the model answered from its own knowledge, not
     /// the documents) is returned as the refusal.
     pub refuse_unsupported: bool,
+    /// The model is asked whether the passages a finished answer cites
+    /// state it; an answer it does not confirm is returned as the refusal.
+    pub verify: bool,
     /// Tokens a single source may take in the prompt (longer ones are cut).
     pub max_source_tokens: usize,
 }
@@ -225,6 +228,7 @@ impl Default for AnswerSettings {
             dense_gate_languages: None,
             min_context_coverage: 0.3,
             refuse_unsupported: true,
+            verify: true,
             max_source_tokens: 400,
         }
     }

@@ -101,6 +101,9 @@ pub struct Outcome {
     pub best_lexical: Option<f32>,
     /// Highest share of the question's terms a hit holds.
     pub best_coverage: Option<f32>,
+    /// The answer's check (answer.verify) did not confirm the answer, so it
+    /// was returned as the refusal.
+    pub not_confirmed: bool,
 }
 
 /// Figures of one run.
@@ -117,6 +120,10 @@ pub struct Summary {
     pub retrieval_hit: f64,
     pub negatives: usize,
     pub negative_rejection: f64,
+    /// Answerable and held-out questions whose answer the answer's check
+    /// turned into the refusal (counts).
+    pub not_confirmed_answerable: usize,
+    pub not_confirmed_negatives: usize,
     pub p50_latency_ms: f64,
 }
 
@@ -172,6 +179,8 @@ pub fn summarize(answerable: &[Outcome], negatives: &[Outcome]) -> Summary {
             negatives.iter().filter(|o| o.refused).count(),
             negatives.len(),
         ),
+        not_confirmed_answerable: answerable.iter().filter(|o| o.not_confirmed).count(),
+        not_confirmed_negatives: negatives.iter().filter(|o| o.not_confirmed).count(),
         p50_latency_ms: quantile(&latencies, 0.5),
     }
 }
@@ -238,9 +247,12 @@ mod tests {
         let refused = Outcome {
             refused: true,
             latency_ms: 30.0,
+            not_confirmed: true,
             ..Outcome::default()
         };
         let s = summarize(&[right.clone(), refused.clone()], &[refused, right]);
+        assert_eq!(s.not_confirmed_answerable, 1);
+        assert_eq!(s.not_confirmed_negatives, 1);
         assert_eq!(s.accuracy, 0.5);
         assert_eq!(s.citation_precision, 0.5);
         assert_eq!(s.cites_own, 1.0);

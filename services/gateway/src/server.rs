@@ -94,7 +94,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
             },
             settings.generator.context_tokens,
             settings.answer.max_source_tokens,
-            settings.answer.refuse_unsupported,
+            sovra_answer::Checks {
+                refuse_unsupported: settings.answer.refuse_unsupported,
+                verify: settings.answer.verify,
+            },
         ),
         retriever,
     });

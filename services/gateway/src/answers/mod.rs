@@ -80,7 +80,7 @@ pub async fn collect(
             g.completion_tokens,
         )
         .await;
-        record::note_outcome(audit, g, &finished.citations);
+        record::note_outcome(audit, g, &finished);
     }
     Ok(finished)
 }

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use sovra_answer::{Citation, Prepared};
+use sovra_answer::{Finished, Prepared};
 use sovra_audit::AuditEvent;
 use sovra_auth::Principal;
 use sovra_inference::{FinishReason, Generation};
@@ -87,27 +87,32 @@ pub fn observe(state: &AppState, g: &Generation) {
 }
 
 /// The outcome of a generation in the request's audit record.
-pub fn note_outcome(audit: &AuditCtx, g: &Generation, cited: &[Citation]) {
-    for (k, v) in outcome_details(g, cited) {
+pub fn note_outcome(audit: &AuditCtx, g: &Generation, finished: &Finished) {
+    for (k, v) in outcome_details(g, finished) {
         audit.detail(&k, v);
     }
 }
 
-fn outcome_details(g: &Generation, cited: &[Citation]) -> Vec<(String, Value)> {
-    vec![
+fn outcome_details(g: &Generation, finished: &Finished) -> Vec<(String, Value)> {
+    let mut details = vec![
         ("completion_tokens".into(), json!(g.completion_tokens)),
         ("prompt_tokens".into(), json!(g.prompt_tokens)),
         ("finish_reason".into(), json!(g.finish_reason.as_str())),
         (
             "cited_chunk_ids".into(),
             json!(
-                cited
+                finished
+                    .citations
                     .iter()
                     .map(|c| c.chunk_id.as_str())
                     .collect::<Vec<_>>()
             ),
         ),
-    ]
+    ];
+    if let Some(confirmed) = finished.confirmed {
+        details.push(("confirmed".into(), json!(confirmed)));
+    }
+    details
 }
 
 /// Who asked, for the record of a streamed answer's outcome (written after
@@ -158,12 +163,13 @@ impl OutcomeRecorder {
         }
     }
 
-    /// Appends the outcome record: tokens, finish reason, cited chunks.
+    /// Appends the outcome record: tokens, finish reason, cited chunks, the
+    /// answer's check.
     /// Returns whether it was committed.
     pub async fn record(
         &self,
         state: &AppState,
-        outcome: Result<(&Generation, &[Citation]), &str>,
+        outcome: Result<(&Generation, &Finished), &str>,
     ) -> bool {
         let mut event = AuditEvent::new(&self.request_id, "POST", self.route);
         event.trace_id = self.trace_id.clone();
@@ -175,7 +181,7 @@ impl OutcomeRecorder {
         event.latency_us = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);
         let mut details = self.base_details.clone();
         match outcome {
-            Ok((g, cited)) => {
+            Ok((g, finished)) => {
                 crate::quota::charge_tokens(
                     state,
                     &self.tenant,
@@ -184,8 +190,9 @@ impl OutcomeRecorder {
                 )
                 .await;
                 event.status = 200;
-                event.document_ids = distinct(cited.iter().map(|c| c.document_id.as_str()));
-                for (k, v) in outcome_details(g, cited) {
+                event.document_ids =
+                    distinct(finished.citations.iter().map(|c| c.document_id.as_str()));
+                for (k, v) in outcome_details(g, finished) {
                     details.insert(k, v);
                 }
                 if g.finish_reason == FinishReason::Cancelled {

@@ -42,7 +42,7 @@ pub fn stream(
                     let committed = match &finished.generation {
                         Some(g) => {
                             record::observe(&state, g);
-                            recorder.record(&state, Ok((g, &finished.citations))).await
+                            recorder.record(&state, Ok((g, &finished))).await
                         }
                         None => true,
                     };

@@ -74,6 +74,8 @@ struct Asked {
     best_dense: Option<f32>,
     best_lexical: Option<f32>,
     best_coverage: Option<f32>,
+    /// The answer's check: `Some(false)` when it refused the answer.
+    confirmed: Option<bool>,
     latency_ms: f64,
 }
 
@@ -123,6 +125,7 @@ impl Client {
             best_dense: best("dense_score"),
             best_lexical: best("lexical_score"),
             best_coverage: best("question_coverage"),
+            confirmed: body["confirmed"].as_bool(),
             latency_ms,
         })
     }
@@ -143,6 +146,7 @@ fn outcome(case: &Case, a: &Asked) -> Outcome {
         best_dense: a.best_dense,
         best_lexical: a.best_lexical,
         best_coverage: a.best_coverage,
+        not_confirmed: a.confirmed == Some(false),
     }
 }
 
@@ -282,7 +286,7 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
                 "own": case.positive,
                 "retrieved_own": o.retrieved_own, "best_dense": a.best_dense,
                 "best_lexical": a.best_lexical, "best_coverage": a.best_coverage,
-                "latency_ms": a.latency_ms,
+                "confirmed": a.confirmed, "latency_ms": a.latency_ms,
             });
             writeln!(w, "{line}")?;
         }
@@ -318,6 +322,10 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
     }
     let s = summarize(&answerable, &negatives);
     print_table(&set.name, &set.language, &s);
+    println!(
+        "refused by the answer's check (answer.verify): {} answerable, {} held out",
+        s.not_confirmed_answerable, s.not_confirmed_negatives
+    );
     println!(
         "relevance gate inputs per question   n     min     p10     p25     p50     p75     p90     max"
     );

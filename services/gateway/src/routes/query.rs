@@ -57,6 +57,11 @@ pub struct Outcome {
     /// Absent when the model was not asked (no relevant source).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
+    /// The answer's check (answer.verify): true when the model confirmed
+    /// that the passages the answer cites state it, false when it did not
+    /// and the answer is the refusal; absent when no check ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<bool>,
 }
 
 impl Outcome {
@@ -69,6 +74,7 @@ impl Outcome {
                 first_token_ms: g.first_token_ms,
                 total_ms: g.total_ms,
             }),
+            confirmed: f.confirmed,
         }
     }
 }
@@ -97,7 +103,7 @@ pub struct SourcesEvent<'a> {
     tag = "answers",
     operation_id = "answers.query",
     summary = "Answer a question from the documents the caller may read, with citations",
-    description = r#"Role reader. The question goes through hybrid (or the given mode) retrieval with the caller's tenant and ACL inside both indexes; hits that pass the relevance gate (at least answer.min_question_coverage of the question's topic words, or a dense score of at least answer.min_dense_score for questions in answer.dense_gate_languages) become numbered sources in the prompt (once one hit passes, so do the others holding at least answer.min_context_coverage of the topic words), cut to answer.max_source_tokens each and dropped from the lowest rank until prompt plus max_tokens fit generator.context_tokens. The model is told to answer only from them, in the question's language (English, Indonesian or Chinese); it writes no source markers, and the citations returned are the sources each sentence of the answer is attributed to. When no source is relevant the answer is the refusal in the question's language ("I could not find this in the documents available to you.", "Saya tidak menemukan jawabannya dalam dokumen yang tersedia untuk Anda.", "在您可以查阅的文档中找不到答案。") without running the model; an unstreamed answer in which the model says the documents do not hold the answer, or (answer.refuse_unsupported) none of whose sentences a source supports, is returned as that same sentence. With `stream: true` the response is `text/event-stream`: one `sources` event (`{sources, retrieval}`), `token` events (`{text}`), one `citations` event (`{citations}`), then `done` (`{model, finish_reason, usage, timings}`); an `error` event (`{code, detail}`) if the model fails. A streamed answer leaves two audit records with the same request id: `query` (question or its hash, retrieved/source chunk ids, model, prompt tokens; committed before the first byte) and `query.completed` (completion tokens, finish reason, cited chunk ids; `reason` = `client_disconnected` when the client left, which cancels the generation). 429 with Retry-After when generator.workers are busy and generator.queue_capacity requests already wait."#,
+    description = r#"Role reader. The question goes through hybrid (or the given mode) retrieval with the caller's tenant and ACL inside both indexes; hits that pass the relevance gate (at least answer.min_question_coverage of the question's topic words, or a dense score of at least answer.min_dense_score for questions in answer.dense_gate_languages) become numbered sources in the prompt (once one hit passes, so do the others holding at least answer.min_context_coverage of the topic words), cut to answer.max_source_tokens each and dropped from the lowest rank until prompt plus max_tokens fit generator.context_tokens. The model is told to answer only from them, in the question's language (English, Indonesian or Chinese); it writes no source markers, and the citations returned are the sources each sentence of the answer is attributed to. When no source is relevant the answer is the refusal in the question's language ("I could not find this in the documents available to you.", "Saya tidak menemukan jawabannya dalam dokumen yang tersedia untuk Anda.", "在您可以查阅的文档中找不到答案。") without running the model; an unstreamed answer in which the model says the documents do not hold the answer, or (answer.refuse_unsupported) none of whose sentences a source supports, is returned as that same sentence. An answer that cites sources is then checked (answer.verify): the model is asked whether the passages it cites state it, and unless it replies yes the answer is that same sentence without citations; `confirmed` (true or false; absent when no check ran) tells how the check went. With `stream: true` the response is `text/event-stream`: one `sources` event (`{sources, retrieval}`), `token` events (`{text}`), one `citations` event (`{citations}`), then `done` (`{model, finish_reason, usage, timings, confirmed}`; a streamed answer the check refuses keeps the words already sent and cites nothing); an `error` event (`{code, detail}`) if the model fails. A streamed answer leaves two audit records with the same request id: `query` (question or its hash, retrieved/source chunk ids, model, prompt tokens; committed before the first byte) and `query.completed` (completion tokens, finish reason, cited chunk ids; `reason` = `client_disconnected` when the client left, which cancels the generation). 429 with Retry-After when generator.workers are busy and generator.queue_capacity requests already wait."#,
     request_body = QueryBody,
     responses(
         (status = 200, description = "the answer (or, with stream, Server-Sent Events)", content((QueryResponse = "application/json"), (String = "text/event-stream"))),
