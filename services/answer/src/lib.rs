@@ -487,9 +487,9 @@ pub fn marker_bans(generator: &dyn Generator) -> Vec<(u32, f32)> {
 }
 
 /// What the model is asked about its own answer (see [`verification_turn`]).
-/// Measured on FacQA with the 1.5B (docs/answers.md): it confirms 70 of 72
-/// right answers and rejects 4 of the 9 answers it gave to held-out
-/// questions from other passages.
+/// Measured with the 1.5B (docs/answers.md): on FacQA it confirms 70 of 72
+/// right answers; end to end at the default gate it refuses 2 of the RGB
+/// held-out answers that pass the gate and none of FacQA's.
 pub const VERIFY_RULE: &str =
     "Do the documents above state this answer to the question? Reply with Yes or No only.";
 
