@@ -375,18 +375,27 @@ fn one_line(text: &str) -> String {
 pub fn user_turn(sources: &[Source], question: &str, language: Language) -> String {
     let mut s = String::new();
     for src in sources {
-        s.push_str(&format!(
-            "Document {}: {}\n\"\"\"\n{}\n\"\"\"\n\n",
-            src.number,
-            one_line(&src.title),
-            defuse(src.text.trim())
-        ));
+        push_document(
+            &mut s,
+            &format!("Document {}: {}", src.number, one_line(&src.title)),
+            &src.text,
+        );
     }
     s.push_str("Question: ");
     s.push_str(&one_line(question.trim()));
     s.push_str("\n\n");
     s.push_str(&rules(language, question));
     s
+}
+
+/// One document of a prompt: its heading, then its text between `"""`
+/// lines, defused so that it can neither close its quotation nor open a
+/// turn.
+fn push_document(s: &mut String, heading: &str, text: &str) {
+    s.push_str(heading);
+    s.push_str("\n\"\"\"\n");
+    s.push_str(&defuse(text.trim()));
+    s.push_str("\n\"\"\"\n\n");
 }
 
 /// Builds the prompt: system rules (plus the application's own system text,
@@ -499,11 +508,7 @@ pub const VERIFY_RULE: &str =
 pub fn verification_turn(citations: &[Citation], question: &str, answer: &str) -> String {
     let mut s = String::new();
     for (i, c) in citations.iter().enumerate() {
-        s.push_str(&format!(
-            "Document {}\n\"\"\"\n{}\n\"\"\"\n\n",
-            i + 1,
-            defuse(c.passage.trim())
-        ));
+        push_document(&mut s, &format!("Document {}", i + 1), &c.passage);
     }
     s.push_str("Question: ");
     s.push_str(&one_line(question.trim()));
