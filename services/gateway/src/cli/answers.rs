@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
+use sovra_answer::Source;
 use sovra_auth::DevTokenRequest;
 use sovra_config::Settings;
 use sovra_eval::plan::{Options, Plan, plan};
 use sovra_eval::score::{Outcome, Summary, correct, quantile, summarize};
-use sovra_eval::sets::{Case, load};
+use sovra_eval::sets::{Case, Set, load};
 
 use super::eval::ChunkHit;
 use super::eval::score;
@@ -51,6 +52,16 @@ pub struct AnswerEvalArgs {
     /// search.rrf_k, search.lexical_weight and search.dense_weight).
     #[arg(long, requires = "search")]
     pub fusion_grid: bool,
+    /// The model alone, retrieval taken as perfect: each question is asked
+    /// with its own passages in the prompt, worded as an answer's prompt is
+    /// (`sovra_answer::user_turn`), through POST /v1/chat/completions
+    /// without retrieval (no relevance gate, attribution or check). The
+    /// held-out questions get the set's on-topic negatives alone, where it
+    /// has them (RGB). Nothing is ingested. The figures are the ceiling of
+    /// the end-to-end ones: what is lost between the two is lost to
+    /// retrieval, the gate, attribution and the check.
+    #[arg(long, conflicts_with = "search")]
+    pub oracle: bool,
     /// Write the figures as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -265,6 +276,9 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()?;
+    if opts.oracle {
+        return oracle(settings, args, &http, &tenant, &set, &p).await;
+    }
     ingest(settings, args, &http, &tenant, &p).await?;
     let client = Client {
         http,
@@ -352,6 +366,173 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
     distribution("question coverage, unanswerable", &coverage(&negatives));
     if let Some(f) = &opts.json {
         let doc = json!({"set": set.name, "language": set.language, "summary": s});
+        std::fs::write(f, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The question's passages as an answer's prompt numbers them.
+fn passages_as_sources(set: &Set, ids: &[String]) -> anyhow::Result<Vec<Source>> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let p = set
+                .passages
+                .get(id)
+                .with_context(|| format!("passage {id} is named by a question but missing"))?;
+            Ok(Source {
+                number: i + 1,
+                document_id: id.clone(),
+                chunk_id: id.clone(),
+                title: p.title.clone(),
+                score: 0.0,
+                lexical_rank: None,
+                dense_rank: None,
+                text: p.text.clone(),
+            })
+        })
+        .collect()
+}
+
+/// `--oracle`: every question with its own passages (held out: with its
+/// on-topic negatives alone) in an answer's prompt, asked of the model
+/// through `/v1/chat/completions` without retrieval.
+async fn oracle(
+    settings: &Settings,
+    args: &EvalArgs,
+    http: &reqwest::Client,
+    tenant: &str,
+    set: &Set,
+    p: &Plan<'_>,
+) -> anyhow::Result<ExitCode> {
+    let token = reader(settings, tenant, Vec::new())?;
+    let models: Value = http
+        .get(api_url(settings, &args.server, "/v1/models"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let model = models["data"][0]["id"]
+        .as_str()
+        .context("GET /v1/models named no model")?
+        .to_owned();
+    let url = api_url(settings, &args.server, "/v1/chat/completions");
+    let mut details = match &args.answer.details {
+        Some(f) => Some(std::io::BufWriter::new(
+            std::fs::File::create(f).with_context(|| format!("creating {}", f.display()))?,
+        )),
+        None => None,
+    };
+    let mut ask = async |kind: &str, case: &Case, ids: &[String]| -> anyhow::Result<Outcome> {
+        let sources = passages_as_sources(set, ids)?;
+        let language = sovra_answer::language::detect(&case.question);
+        let body = json!({
+            "model": model,
+            "messages": [
+                {"role": "system", "content": sovra_answer::SYSTEM_PROMPT},
+                {"role": "user", "content": sovra_answer::user_turn(&sources, &case.question, language)},
+            ],
+            "temperature": 0,
+            "sovra": {"retrieval": false},
+        });
+        let started = Instant::now();
+        let resp = http
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let reply: Value = resp.json().await.context("a /v1/chat/completions answer")?;
+        if !status.is_success() {
+            bail!(
+                "/v1/chat/completions answered HTTP {}: {}",
+                status.as_u16(),
+                reply["detail"]
+            );
+        }
+        let answer = reply["choices"][0]["message"]["content"]
+            .as_str()
+            .context("a chat completion without a message")?
+            .to_owned();
+        let asked = Asked {
+            answer,
+            cited_documents: Vec::new(),
+            source_documents: ids.to_vec(),
+            retrieved_documents: ids.to_vec(),
+            best_dense: None,
+            best_lexical: None,
+            best_coverage: None,
+            confirmed: None,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        };
+        let o = outcome(case, &asked);
+        if let Some(w) = details.as_mut() {
+            use std::io::Write;
+            let line = json!({
+                "kind": kind, "id": case.id, "question": case.question,
+                "answer": asked.answer, "correct": o.correct, "refused": o.refused,
+                "sources": ids, "latency_ms": asked.latency_ms,
+            });
+            writeln!(w, "{line}")?;
+        }
+        Ok(o)
+    };
+    let mut answerable = Vec::with_capacity(p.asked.len());
+    for (i, case) in p.asked.iter().enumerate() {
+        answerable.push(ask("answerable", case, &case.positive).await?);
+        if (i + 1) % 10 == 0 {
+            eprintln!(
+                "{}: {} of {} questions asked",
+                set.name,
+                i + 1,
+                p.asked.len()
+            );
+        }
+    }
+    let mut negatives = Vec::new();
+    for &i in &p.negatives {
+        let case = p.asked[i];
+        if !case.negative.is_empty() {
+            negatives.push(ask("unanswerable", case, &case.negative).await?);
+        }
+    }
+    let s = summarize(&answerable, &negatives);
+    println!(
+        "oracle: each question with its own passages (held out: its on-topic negatives alone), no retrieval"
+    );
+    println!(
+        "{:<10} {:<4} {:>9} {:>8} {:>9} {:>9} {:>9} {:>10} {:>8}",
+        "set",
+        "lang",
+        "questions",
+        "accuracy",
+        "same-lang",
+        "refused",
+        "negatives",
+        "neg-reject",
+        "p50 ms"
+    );
+    println!(
+        "{:<10} {:<4} {:>9} {:>8.3} {:>9.3} {:>9.3} {:>9} {:>10.3} {:>8.0}",
+        set.name,
+        set.language,
+        s.questions,
+        s.accuracy,
+        s.same_language,
+        s.refused_answerable,
+        s.negatives,
+        s.negative_rejection,
+        s.p50_latency_ms
+    );
+    if negatives.is_empty() {
+        println!("(this set has no on-topic negatives: negative rejection is not measured here)");
+    }
+    if let Some(f) = &args.answer.json {
+        let doc = json!({"set": set.name, "language": set.language, "oracle": true, "summary": s});
         std::fs::write(f, serde_json::to_vec_pretty(&doc)?)
             .with_context(|| format!("writing {}", f.display()))?;
     }
@@ -625,7 +806,8 @@ async fn fusion_grid(
 
 #[cfg(test)]
 mod tests {
-    use super::Misses;
+    use super::{Misses, passages_as_sources};
+    use sovra_eval::sets::{Passage, Set};
 
     fn ids(s: &[&str]) -> Vec<String> {
         s.iter().map(|x| (*x).to_owned()).collect()
@@ -647,5 +829,34 @@ mod tests {
         // Others' passages in the top k of a question with a miss.
         m.add(&ids(&["x"]), &[], &ids(&["o1", "o2"]), 2);
         assert_eq!((m.missed, m.further, m.others), (3, 2, 2));
+    }
+
+    #[test]
+    fn the_oracle_numbers_a_questions_passages_as_an_answers_prompt_does() {
+        let mut set = Set::default();
+        for (id, text) in [("a", "Alpha text."), ("b", "Beta text.")] {
+            set.passages.insert(
+                id.to_owned(),
+                Passage {
+                    id: id.to_owned(),
+                    title: format!("title {id}"),
+                    text: text.to_owned(),
+                },
+            );
+        }
+        let sources =
+            passages_as_sources(&set, &ids(&["b", "a"])).unwrap_or_else(|e| panic!("sources: {e}"));
+        let numbered: Vec<(usize, &str, &str)> = sources
+            .iter()
+            .map(|s| (s.number, s.document_id.as_str(), s.text.as_str()))
+            .collect();
+        assert_eq!(numbered, [(1, "b", "Beta text."), (2, "a", "Alpha text.")]);
+        let turn =
+            sovra_answer::user_turn(&sources, "What is beta?", sovra_answer::Language::English);
+        assert!(turn.starts_with("Document 1: title b\n\"\"\"\nBeta text.\n"));
+        // A passage a question names but the set lacks is an error, not a
+        // shorter prompt.
+        let missing = passages_as_sources(&set, &ids(&["a", "zz"]));
+        assert!(missing.is_err_and(|e| e.to_string().contains("zz")));
     }
 }
