@@ -4,7 +4,9 @@
 //! reader who may see everything, then asks the held-out questions again as
 //! a reader without their own passages, and prints accuracy, citation
 //! precision, retrieval hit rate, negative rejection, latency and the
-//! distributions of the relevance gate's scores.
+//! distributions of the relevance gate's scores. `--search` measures
+//! retrieval alone; `--oracle` the model alone, each question with its own
+//! passages in an answer's prompt.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
