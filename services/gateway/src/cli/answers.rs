@@ -286,12 +286,7 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
         http,
         query_url: api_url(settings, &args.server, "/v1/query"),
     };
-    let mut details = match &opts.details {
-        Some(f) => Some(std::io::BufWriter::new(
-            std::fs::File::create(f).with_context(|| format!("creating {}", f.display()))?,
-        )),
-        None => None,
-    };
+    let mut details = details_file(opts.details.as_deref())?;
     let mut log = |kind: &str, case: &Case, a: &Asked, o: &Outcome| -> anyhow::Result<()> {
         if let Some(w) = details.as_mut() {
             use std::io::Write;
@@ -374,6 +369,16 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `--details` file, when one is asked for.
+fn details_file(path: Option<&Path>) -> anyhow::Result<Option<std::io::BufWriter<std::fs::File>>> {
+    path.map(|f| {
+        std::fs::File::create(f)
+            .map(std::io::BufWriter::new)
+            .with_context(|| format!("creating {}", f.display()))
+    })
+    .transpose()
+}
+
 /// The question's passages as an answer's prompt numbers them.
 fn passages_as_sources(set: &Set, ids: &[String]) -> anyhow::Result<Vec<Source>> {
     ids.iter()
@@ -422,12 +427,7 @@ async fn oracle(
         .context("GET /v1/models named no model")?
         .to_owned();
     let url = api_url(settings, &args.server, "/v1/chat/completions");
-    let mut details = match &args.answer.details {
-        Some(f) => Some(std::io::BufWriter::new(
-            std::fs::File::create(f).with_context(|| format!("creating {}", f.display()))?,
-        )),
-        None => None,
-    };
+    let mut details = details_file(args.answer.details.as_deref())?;
     let mut ask = async |kind: &str, case: &Case, ids: &[String]| -> anyhow::Result<Outcome> {
         let sources = passages_as_sources(set, ids)?;
         let language = sovra_answer::language::detect(&case.question);
