@@ -95,23 +95,15 @@ struct Asked {
 impl Client {
     async fn ask(&self, token: &str, question: &str) -> anyhow::Result<Asked> {
         let started = Instant::now();
-        let resp = self
-            .http
-            .post(&self.query_url)
-            .bearer_auth(token)
-            .json(&json!({"question": question}))
-            .send()
-            .await?;
-        let status = resp.status();
-        let body: Value = resp.json().await.context("a /v1/query answer")?;
+        let body = post_json(
+            &self.http,
+            &self.query_url,
+            token,
+            &json!({"question": question}),
+            "/v1/query",
+        )
+        .await?;
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        if !status.is_success() {
-            bail!(
-                "/v1/query answered HTTP {}: {}",
-                status.as_u16(),
-                body["detail"]
-            );
-        }
         let strings = |v: &Value, key: &str| -> Vec<String> {
             v.as_array()
                 .map(|a| {
@@ -141,6 +133,39 @@ impl Client {
             confirmed: body["confirmed"].as_bool(),
             latency_ms,
         })
+    }
+}
+
+/// POSTs `body` to the gateway's `endpoint` at `url` and returns its JSON
+/// reply; a status other than success is an error naming the endpoint, the
+/// status and the problem's detail.
+async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &Value,
+    endpoint: &str,
+) -> anyhow::Result<Value> {
+    let resp = http.post(url).bearer_auth(token).json(body).send().await?;
+    let status = resp.status();
+    let reply: Value = resp
+        .json()
+        .await
+        .with_context(|| format!("a {endpoint} answer"))?;
+    if !status.is_success() {
+        bail!(
+            "{endpoint} answered HTTP {}: {}",
+            status.as_u16(),
+            reply["detail"]
+        );
+    }
+    Ok(reply)
+}
+
+/// Every tenth question, how far a run has come.
+fn progress(set: &str, asked: usize, total: usize) {
+    if asked.is_multiple_of(10) {
+        eprintln!("{set}: {asked} of {total} questions asked");
     }
 }
 
@@ -313,14 +338,7 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
         let o = outcome(case, &a);
         log("answerable", case, &a, &o)?;
         answerable.push(o);
-        if (i + 1) % 10 == 0 {
-            eprintln!(
-                "{}: {} of {} questions asked",
-                set.name,
-                i + 1,
-                p.asked.len()
-            );
-        }
+        progress(&set.name, i + 1, p.asked.len());
     }
     let mut negatives = Vec::with_capacity(p.negatives.len());
     for &i in &p.negatives {
@@ -441,21 +459,7 @@ async fn oracle(
             "sovra": {"retrieval": false},
         });
         let started = Instant::now();
-        let resp = http
-            .post(&url)
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = resp.status();
-        let reply: Value = resp.json().await.context("a /v1/chat/completions answer")?;
-        if !status.is_success() {
-            bail!(
-                "/v1/chat/completions answered HTTP {}: {}",
-                status.as_u16(),
-                reply["detail"]
-            );
-        }
+        let reply = post_json(http, &url, &token, &body, "/v1/chat/completions").await?;
         let answer = reply["choices"][0]["message"]["content"]
             .as_str()
             .context("a chat completion without a message")?
@@ -486,14 +490,7 @@ async fn oracle(
     let mut answerable = Vec::with_capacity(p.asked.len());
     for (i, case) in p.asked.iter().enumerate() {
         answerable.push(ask("answerable", case, &case.positive).await?);
-        if (i + 1) % 10 == 0 {
-            eprintln!(
-                "{}: {} of {} questions asked",
-                set.name,
-                i + 1,
-                p.asked.len()
-            );
-        }
+        progress(&set.name, i + 1, p.asked.len());
     }
     let mut negatives = Vec::new();
     for &i in &p.negatives {
