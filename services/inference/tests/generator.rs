@@ -107,6 +107,44 @@ fn a_character_banned_through_its_tokens_is_never_written() {
 }
 
 #[test]
+fn the_first_positions_log_probabilities_are_the_models_own() {
+    let g = tiny(1);
+    let e = expected();
+    let (_, logits) = g.logits_with_cache(&e.prompt_ids, 1).unwrap();
+    let first = &logits[0];
+    let max = first.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_total = max + first.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+    let greedy = e.greedy_tokens[0];
+    let other = (greedy + 1) % g.vocab_size() as u32;
+    // A bias on the greedy token changes the choice, not what is reported.
+    let p = SamplingParams {
+        max_tokens: 3,
+        logit_bias: vec![(greedy, -100.0)],
+        logprobs_of: vec![greedy, other, u32::MAX],
+        ..Default::default()
+    };
+    let (_, out) = collect(&g, &e.prompt, &p);
+    let lp = &out.first_logprobs;
+    assert_eq!(lp.len(), 3);
+    for (i, t) in [greedy, other].into_iter().enumerate() {
+        let want = first[t as usize] - log_total;
+        assert!((lp[i] - want).abs() < 1e-3, "{t}: {} against {want}", lp[i]);
+    }
+    assert!(lp[0] > lp[1]);
+    assert_eq!(lp[2], f32::NEG_INFINITY);
+    // Not asked, not reported.
+    let (_, out) = collect(
+        &g,
+        &e.prompt,
+        &SamplingParams {
+            max_tokens: 2,
+            ..Default::default()
+        },
+    );
+    assert!(out.first_logprobs.is_empty());
+}
+
+#[test]
 fn streamed_pieces_add_up_to_the_text_and_max_tokens_is_respected() {
     let g = tiny(1);
     let p = SamplingParams {

@@ -124,5 +124,6 @@ pub fn validate(
         repetition_penalty,
         stop,
         logit_bias,
+        logprobs_of: Vec::new(),
     })
 }

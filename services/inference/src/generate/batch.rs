@@ -63,9 +63,13 @@ pub(super) struct Job {
 }
 
 /// What the decoding thread sends a sequence's caller, in order: `Token`s
-/// (each after its `Logits` when traced), then one `End` or `Failed`.
+/// (each after its `Logits` when traced; the first after its `Logprobs`
+/// when [`SamplingParams::logprobs_of`] names tokens), then one `End` or
+/// `Failed`.
 pub(super) enum Step {
     Logits(Vec<f32>),
+    /// The log-probabilities of `logprobs_of` at the first position.
+    Logprobs(Vec<f32>),
     Token {
         token: u32,
         /// Sequences decoded together in the step that made it (1 for the
@@ -337,6 +341,19 @@ impl Seq {
     /// its caller went away).
     fn accept(&mut self, mut logits: Vec<f32>, eos: &[u32], batch: usize) -> bool {
         if self.job.trace_logits && self.job.steps.send(Step::Logits(logits.clone())).is_err() {
+            return false;
+        }
+        if self.generated.is_empty()
+            && !self.job.params.logprobs_of.is_empty()
+            && self
+                .job
+                .steps
+                .send(Step::Logprobs(log_probabilities(
+                    &logits,
+                    &self.job.params.logprobs_of,
+                )))
+                .is_err()
+        {
             return false;
         }
         let next = self.sampler.sample(&mut logits, &self.generated);
@@ -677,9 +694,36 @@ impl Loop {
     }
 }
 
+/// The log-probabilities of `tokens` under the softmax of `logits` (an id
+/// outside the vocabulary gets negative infinity).
+fn log_probabilities(logits: &[f32], tokens: &[u32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let total: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let log_total = total.ln() as f32 + max;
+    tokens
+        .iter()
+        .map(|&t| {
+            logits
+                .get(t as usize)
+                .map_or(f32::NEG_INFINITY, |&l| l - log_total)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::chunk_len;
+    use super::{chunk_len, log_probabilities};
+
+    #[test]
+    fn log_probabilities_are_the_softmax_in_logs() {
+        let lp = log_probabilities(&[1.0, 2.0, 3.0, 1000.0], &[3, 0, 9]);
+        assert!(lp[0].abs() < 1e-3, "{lp:?}");
+        assert!((lp[1] + 999.0).abs() < 1e-2, "{lp:?}");
+        assert_eq!(lp[2], f32::NEG_INFINITY);
+        let lp = log_probabilities(&[0.0, 0.0], &[0, 1]);
+        let p: f32 = lp.iter().map(|l| l.exp()).sum();
+        assert!((p - 1.0).abs() < 1e-6, "{lp:?}");
+    }
 
     #[test]
     fn an_invariant_chunk_is_never_a_single_token_of_a_longer_prompt() {

@@ -54,6 +54,10 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// Added to a token's logit before sampling (OpenAI's `logit_bias`).
     pub logit_bias: Vec<(u32, f32)>,
+    /// Tokens whose log-probabilities at the first generated position (the
+    /// model's own, before bias and penalty) the [`Generation`] reports in
+    /// [`Generation::first_logprobs`], in this order.
+    pub logprobs_of: Vec<u32>,
 }
 
 impl Default for SamplingParams {
@@ -67,6 +71,7 @@ impl Default for SamplingParams {
             repetition_penalty: 1.0,
             stop: Vec::new(),
             logit_bias: Vec::new(),
+            logprobs_of: Vec::new(),
         }
     }
 }
@@ -108,6 +113,10 @@ pub struct Generation {
     /// Sequences decoded together, averaged over this one's tokens (its
     /// first, made by its own prefill, counts as one).
     pub mean_batch: f64,
+    /// The log-probabilities of [`SamplingParams::logprobs_of`] at the first
+    /// generated position (empty when none were asked for).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub first_logprobs: Vec<f32>,
 }
 
 /// Produces text from a prompt. Blocking: call from a blocking thread.
@@ -127,6 +136,8 @@ pub trait Generator: Send + Sync {
     /// Ids of the vocabulary's tokens whose text holds `c` (for banning a
     /// character with `logit_bias`), in ascending order.
     fn tokens_containing(&self, c: char) -> Vec<u32>;
+    /// The token ids of `text` (no special tokens added).
+    fn token_ids(&self, text: &str) -> Result<Vec<u32>, InferenceError>;
     /// Generates a completion of `prompt`. `on_text` receives each new piece
     /// of text (possibly empty) after every decoding step; returning `false`
     /// cancels the generation.

@@ -417,6 +417,7 @@ impl OnnxGenerator {
         loop {
             match rx.recv() {
                 Ok(Step::Logits(l)) => all.push(l),
+                Ok(Step::Logprobs(_)) => {}
                 Ok(Step::Token { token, .. }) => tokens.push(token),
                 Ok(Step::End(_)) => return Ok((tokens, all)),
                 Ok(Step::Failed(e)) => return Err(e),
@@ -456,6 +457,7 @@ impl OnnxGenerator {
         let mut first_token_ms = None;
         let mut decoded = String::new();
         let mut batch_sum = 0usize;
+        let mut first_logprobs = Vec::new();
         let finish = loop {
             let step = rx.recv().map_err(|_| rt("the decoding thread stopped"))?;
             if first_token_ms.is_none() {
@@ -467,6 +469,10 @@ impl OnnxGenerator {
                     token
                 }
                 Step::Logits(_) => continue,
+                Step::Logprobs(l) => {
+                    first_logprobs = l;
+                    continue;
+                }
                 Step::End(reason) => break reason,
                 Step::Failed(e) => return Err(e),
             };
@@ -493,6 +499,7 @@ impl OnnxGenerator {
         if !generated.is_empty() {
             g.mean_batch = batch_sum as f64 / generated.len() as f64;
         }
+        g.first_logprobs = first_logprobs;
         Ok(g)
     }
 
@@ -514,6 +521,7 @@ impl OnnxGenerator {
             total_ms: started.elapsed().as_secs_f64() * 1e3,
             queue_ms: 0.0,
             mean_batch: 0.0,
+            first_logprobs: Vec::new(),
         }
     }
 }
@@ -618,6 +626,10 @@ impl Generator for OnnxGenerator {
 
     fn count_tokens(&self, text: &str) -> Result<usize, InferenceError> {
         self.encode(text).map(|ids| ids.len())
+    }
+
+    fn token_ids(&self, text: &str) -> Result<Vec<u32>, InferenceError> {
+        self.encode(text)
     }
 
     fn tokens_containing(&self, c: char) -> Vec<u32> {
