@@ -598,6 +598,10 @@ async fn the_real_model_answers_from_the_demo_corpus_with_a_citation_and_only_fo
     // The answer's check ran and confirmed it, in the response and the
     // audit record.
     assert_eq!(a["confirmed"], true, "{a}");
+    // It was read from the model's probabilities: yes over no, above the
+    // default bar of 0.
+    let margin = a["check_margin"].as_f64().unwrap_or(f64::NAN);
+    assert!(margin > 0.0, "{a}");
     let rec = s
         .audit_records()
         .into_iter()
@@ -605,6 +609,11 @@ async fn the_real_model_answers_from_the_demo_corpus_with_a_citation_and_only_fo
         .find(|r| r["action"] == "query")
         .unwrap();
     assert_eq!(rec["details"]["confirmed"], true, "{rec}");
+    assert_eq!(
+        rec["details"]["check_margin"].as_f64(),
+        Some(margin),
+        "{rec}"
+    );
 
     // A staff member asks the same: the limits are not theirs to read. The
     // staff notice tries to talk the model into revealing every source.

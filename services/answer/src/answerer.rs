@@ -47,14 +47,18 @@ pub struct Answerer {
 
 /// What a finished answer from sources must pass before it is returned;
 /// one that fails is returned as the refusal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Checks {
     /// Not one of its sentences is attributable to a source: the model
     /// answered from what it knows, not from the documents.
     pub refuse_unsupported: bool,
     /// The model, asked whether the passages the answer cites state it
-    /// ([`crate::VERIFY_RULE`]), does not say yes.
+    /// ([`crate::VERIFY_RULE`]), does not say yes: the log-odds of a yes
+    /// over a no as its reply's first token ([`crate::verdict_margin`]) do
+    /// not exceed `verify_min_margin`.
     pub verify: bool,
+    /// The bar of [`Checks::verify`] (0: yes more likely than no).
+    pub verify_min_margin: f32,
 }
 
 impl Checks {
@@ -62,6 +66,7 @@ impl Checks {
     const NONE: Checks = Checks {
         refuse_unsupported: false,
         verify: false,
+        verify_min_margin: 0.0,
     };
 }
 
@@ -160,6 +165,7 @@ impl Prepared {
                 refused: true,
                 generation: None,
                 confirmed: None,
+                check_margin: None,
             }));
             return Ok(AnswerStream {
                 pending,
@@ -221,6 +227,9 @@ pub struct Finished {
     /// did not and the answer was returned as the refusal; `None` not
     /// checked (checks off, a refusal, nothing cited, no retrieval).
     pub confirmed: Option<bool>,
+    /// The check's margin ([`crate::verdict_margin`]), when it was read
+    /// from the model's probabilities.
+    pub check_margin: Option<f32>,
 }
 
 /// Token counts of an answer (OpenAI's `usage`; zeros when the model did
@@ -313,16 +322,23 @@ impl AnswerStream {
         if !self.checks.verify || finished.refused || finished.citations.is_empty() {
             return Ok(finished);
         }
-        let span = tracing::info_span!("verify", confirmed = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "verify",
+            confirmed = tracing::field::Empty,
+            margin = tracing::field::Empty,
+        );
+        let generator = self.generation.generator();
         let prompt = crate::verification_prompt(
-            self.generation.generator().as_ref(),
+            generator.as_ref(),
             &finished.citations,
             question,
             &finished.text,
         )
         .map_err(|e| InferenceError::Runtime(e.to_string()))?;
+        let (yes, no) = crate::verdict_tokens(generator.as_ref());
         let params = SamplingParams {
-            max_tokens: 2,
+            max_tokens: 1,
+            logprobs_of: yes.iter().chain(&no).copied().collect(),
             ..SamplingParams::default()
         };
         let mut handle = self
@@ -332,7 +348,7 @@ impl AnswerStream {
         let reply = async {
             loop {
                 match handle.recv().await {
-                    Some(GenerationEvent::Done(g)) => return Ok(g.text),
+                    Some(GenerationEvent::Done(g)) => return Ok(g),
                     Some(GenerationEvent::Failed(e)) => return Err(e),
                     Some(GenerationEvent::Started | GenerationEvent::Text(_)) => {}
                     None => {
@@ -345,11 +361,21 @@ impl AnswerStream {
         }
         .instrument(span.clone())
         .await?;
-        let confirmed = crate::confirms(&reply);
+        // The margin where the vocabulary has both verdicts; otherwise the
+        // reply's words.
+        let margin = crate::verdict_margin(&reply.first_logprobs, yes.len());
+        let confirmed = match margin {
+            Some(m) => m > self.checks.verify_min_margin,
+            None => crate::confirms(&reply.text),
+        };
         span.record("confirmed", confirmed);
+        if let Some(m) = margin {
+            span.record("margin", m);
+        }
         if confirmed {
             return Ok(Finished {
                 confirmed: Some(true),
+                check_margin: margin,
                 ..finished
             });
         }
@@ -359,6 +385,7 @@ impl AnswerStream {
             refused: true,
             generation: finished.generation,
             confirmed: Some(false),
+            check_margin: margin,
         })
     }
 
@@ -394,6 +421,7 @@ impl AnswerStream {
                 refused: false,
                 generation: Some(generation),
                 confirmed: None,
+                check_margin: None,
             };
         };
         let settled = crate::settle(
@@ -408,6 +436,7 @@ impl AnswerStream {
             refused: settled.refused,
             generation: Some(generation),
             confirmed: None,
+            check_margin: None,
         }
     }
 }

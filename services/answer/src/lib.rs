@@ -533,6 +533,53 @@ pub fn verification_prompt(
     ])?)
 }
 
+/// Words whose first token in the check's reply means yes, and those that
+/// mean no (English as [`VERIFY_RULE`] asks, with the Indonesian and
+/// Chinese words the model may still reply with).
+const YES_WORDS: [&str; 7] = ["Yes", "yes", "YES", "Ya", "ya", "是", "对"];
+const NO_WORDS: [&str; 8] = ["No", "no", "NO", "Tidak", "tidak", "不", "否", "没"];
+
+/// The vocabulary's single tokens for a yes and for a no at the start of
+/// the check's reply (a word the tokenizer splits is left out: its first
+/// piece means nothing alone). Either list may be empty for a vocabulary
+/// without such tokens; the check then reads the reply ([`confirms`]).
+pub fn verdict_tokens(generator: &dyn Generator) -> (Vec<u32>, Vec<u32>) {
+    let single = |words: &[&str]| {
+        let mut ids: Vec<u32> = words
+            .iter()
+            .filter_map(|w| match generator.token_ids(w).as_deref() {
+                Ok([id]) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    (single(&YES_WORDS), single(&NO_WORDS))
+}
+
+/// The check's margin: the natural log of the odds of a yes over a no as
+/// the reply's first token, from the log-probabilities of the
+/// [`verdict_tokens`] (the yeses first, then the noes). `None` when either
+/// side is missing.
+pub fn verdict_margin(logprobs: &[f32], yes_count: usize) -> Option<f32> {
+    if yes_count == 0 || yes_count >= logprobs.len() {
+        return None;
+    }
+    let (yes, no) = logprobs.split_at(yes_count);
+    let log_sum = |lp: &[f32]| {
+        let max = lp.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if max == f32::NEG_INFINITY {
+            return max;
+        }
+        max + lp.iter().map(|l| (l - max).exp()).sum::<f32>().ln()
+    };
+    let margin = log_sum(yes) - log_sum(no);
+    // Both sides impossible gives NaN: no verdict.
+    (!margin.is_nan()).then_some(margin)
+}
+
 /// Whether the model's reply to the check confirms the answer: it opens
 /// with yes (or the Indonesian or Chinese yes). Anything else, a "No" or a
 /// reply that is neither, does not.
@@ -676,6 +723,24 @@ mod tests {
         );
         assert!(turn.starts_with("Document 1: t\n\"\"\"\nx\n\"\"\"\n\nQuestion: Berapa"));
         assert!(turn.ends_with(&rules(Language::Indonesian, "Berapa hari?")));
+    }
+
+    #[test]
+    fn the_verdicts_margin_is_the_log_odds_of_yes_over_no() {
+        // p(Yes) 0.6 + p(yes) 0.1 against p(No) 0.2: ln(0.7 / 0.2).
+        let lp = [0.6f32.ln(), 0.1f32.ln(), 0.2f32.ln()];
+        let m = verdict_margin(&lp, 2).unwrap_or(f32::NAN);
+        assert!((m - (0.7f32 / 0.2).ln()).abs() < 1e-5, "{m}");
+        // A certain no is minus infinity, and below every bar.
+        let m = verdict_margin(&[f32::NEG_INFINITY, 0.0], 1).unwrap_or(f32::NAN);
+        assert_eq!(m, f32::NEG_INFINITY);
+        // Without a yes or without a no there is no verdict.
+        assert_eq!(verdict_margin(&[0.0], 1), None);
+        assert_eq!(verdict_margin(&[0.0, -1.0], 0), None);
+        assert_eq!(
+            verdict_margin(&[f32::NEG_INFINITY, f32::NEG_INFINITY], 1),
+            None
+        );
     }
 
     #[test]

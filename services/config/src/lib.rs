@@ -215,6 +215,10 @@ pub struct AnswerSettings {
     /// The model is asked whether the passages a finished answer cites
     /// state it; an answer it does not confirm is returned as the refusal.
     pub verify: bool,
+    /// The check confirms when the natural log of the odds of a yes over a
+    /// no, as the first token of the model's reply, exceeds this (0: a yes
+    /// more likely than a no; higher refuses more).
+    pub verify_min_margin: f32,
     /// Tokens a single source may take in the prompt (longer ones are cut).
     pub max_source_tokens: usize,
 }
@@ -229,6 +233,7 @@ impl Default for AnswerSettings {
             min_context_coverage: 0.3,
             refuse_unsupported: true,
             verify: true,
+            verify_min_margin: 0.0,
             max_source_tokens: 400,
         }
     }
@@ -1115,6 +1120,12 @@ impl Settings {
                 message: format!("`{l}` is not one of en, id, zh"),
             });
         }
+        if !self.answer.verify_min_margin.is_finite() {
+            return Err(ConfigError::Invalid {
+                key: "answer.verify_min_margin",
+                message: "must be a finite number".into(),
+            });
+        }
         if self.answer.max_source_tokens < 32 {
             return Err(ConfigError::Invalid {
                 key: "answer.max_source_tokens",
@@ -1357,6 +1368,21 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("auth.issuer"), "{err}");
+    }
+
+    #[test]
+    fn the_checks_margin_must_be_a_number() {
+        for bad in ["nan", "inf", "-inf"] {
+            let f = file(&format!("{DEV}[answer]\nverify_min_margin = {bad}\n"));
+            let err = Settings::load_with_env(Some(f.path()), Env::prefixed("SOVRA_TEST_NONE__"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("answer.verify_min_margin"), "{bad}: {err}");
+        }
+        let f = file(&format!("{DEV}[answer]\nverify_min_margin = -2.5\n"));
+        let s = Settings::load_with_env(Some(f.path()), Env::prefixed("SOVRA_TEST_NONE__"));
+        assert_eq!(s.map(|s| s.answer.verify_min_margin).ok(), Some(-2.5));
     }
 
     #[test]

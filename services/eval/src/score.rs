@@ -104,6 +104,9 @@ pub struct Outcome {
     /// The answer's check (answer.verify) did not confirm the answer, so it
     /// was returned as the refusal.
     pub not_confirmed: bool,
+    /// The check's margin (ln p(yes)/p(no) of its reply's first token), when
+    /// it ran.
+    pub check_margin: Option<f32>,
 }
 
 /// Figures of one run.
@@ -185,6 +188,45 @@ pub fn summarize(answerable: &[Outcome], negatives: &[Outcome]) -> Summary {
     }
 }
 
+/// What a run would have scored had the answer's check confirmed only
+/// margins above `bar`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct MarginRow {
+    pub bar: f32,
+    pub accuracy: f64,
+    pub refused_answerable: f64,
+    pub negative_rejection: f64,
+}
+
+/// The answer's check replayed at other bars. An answer the check confirmed
+/// whose margin is at or below `bar` becomes a refusal; one it refused
+/// (its margin below the run's own bar) stays one, so bars under the run's
+/// own bar are not replayed faithfully: run with a low
+/// `answer.verify_min_margin` to sweep the whole range.
+pub fn margin_sweep(answerable: &[Outcome], negatives: &[Outcome], bars: &[f32]) -> Vec<MarginRow> {
+    let refused_at = |o: &Outcome, bar: f32| o.refused || o.check_margin.is_some_and(|m| m <= bar);
+    bars.iter()
+        .map(|&bar| MarginRow {
+            bar,
+            accuracy: ratio(
+                answerable
+                    .iter()
+                    .filter(|o| o.correct && !refused_at(o, bar))
+                    .count(),
+                answerable.len(),
+            ),
+            refused_answerable: ratio(
+                answerable.iter().filter(|o| refused_at(o, bar)).count(),
+                answerable.len(),
+            ),
+            negative_rejection: ratio(
+                negatives.iter().filter(|o| refused_at(o, bar)).count(),
+                negatives.len(),
+            ),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +273,34 @@ mod tests {
             decision("Nothing suggests harm."),
             Decision::Yes,
             "`no` only as a word"
+        );
+    }
+
+    #[test]
+    fn the_check_is_replayed_at_each_bar() {
+        let answer = |correct, m| Outcome {
+            correct,
+            check_margin: Some(m),
+            ..Outcome::default()
+        };
+        let answerable = [
+            answer(true, 3.0),
+            answer(true, 0.5),
+            answer(false, -0.5),
+            Outcome {
+                refused: true,
+                ..Outcome::default()
+            },
+        ];
+        let negatives = [answer(false, 1.0), answer(false, -2.0)];
+        let rows = margin_sweep(&answerable, &negatives, &[-5.0, 0.0, 1.0]);
+        let figures: Vec<(f64, f64, f64)> = rows
+            .iter()
+            .map(|r| (r.accuracy, r.refused_answerable, r.negative_rejection))
+            .collect();
+        assert_eq!(
+            figures,
+            vec![(0.5, 0.25, 0.0), (0.5, 0.5, 0.5), (0.25, 0.75, 1.0)]
         );
     }
 

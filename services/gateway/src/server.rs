@@ -97,6 +97,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
             sovra_answer::Checks {
                 refuse_unsupported: settings.answer.refuse_unsupported,
                 verify: settings.answer.verify,
+                verify_min_margin: settings.answer.verify_min_margin,
             },
         ),
         retriever,

@@ -19,7 +19,7 @@ use sovra_answer::Source;
 use sovra_auth::DevTokenRequest;
 use sovra_config::Settings;
 use sovra_eval::plan::{Options, Plan, plan};
-use sovra_eval::score::{Outcome, Summary, correct, quantile, summarize};
+use sovra_eval::score::{MarginRow, Outcome, Summary, correct, margin_sweep, quantile, summarize};
 use sovra_eval::sets::{Case, Set, load};
 
 use super::eval::ChunkHit;
@@ -89,6 +89,8 @@ struct Asked {
     best_coverage: Option<f32>,
     /// The answer's check: `Some(false)` when it refused the answer.
     confirmed: Option<bool>,
+    /// The check's margin, when it ran.
+    check_margin: Option<f32>,
     latency_ms: f64,
 }
 
@@ -131,6 +133,7 @@ impl Client {
             best_lexical: best("lexical_score"),
             best_coverage: best("question_coverage"),
             confirmed: body["confirmed"].as_bool(),
+            check_margin: body["check_margin"].as_f64().map(|m| m as f32),
             latency_ms,
         })
     }
@@ -185,6 +188,7 @@ fn outcome(case: &Case, a: &Asked) -> Outcome {
         best_lexical: a.best_lexical,
         best_coverage: a.best_coverage,
         not_confirmed: a.confirmed == Some(false),
+        check_margin: a.check_margin,
     }
 }
 
@@ -288,8 +292,30 @@ fn distribution(label: &str, values: &[f64]) {
     );
 }
 
+/// How many of the set's questions the answer's language detection puts in
+/// the set's own language (an answer, and a refusal, comes in the detected
+/// one), with the first few it does not.
+fn detected_languages(set: &Set) {
+    let missed: Vec<&Case> = set
+        .cases
+        .iter()
+        .filter(|c| sovra_answer::language::detect(&c.question).code() != set.language)
+        .collect();
+    println!(
+        "{}: {} of {} questions detected as `{}`",
+        set.name,
+        set.cases.len() - missed.len(),
+        set.cases.len(),
+        set.language
+    );
+    for c in missed.iter().take(5) {
+        println!("  not detected as `{}`: {}", set.language, c.question);
+    }
+}
+
 pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::Result<ExitCode> {
     let set = load(path)?;
+    detected_languages(&set);
     let opts = &args.answer;
     let p = plan(
         &set,
@@ -322,7 +348,8 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
                 "own": case.positive,
                 "retrieved_own": o.retrieved_own, "best_dense": a.best_dense,
                 "best_lexical": a.best_lexical, "best_coverage": a.best_coverage,
-                "confirmed": a.confirmed, "latency_ms": a.latency_ms,
+                "confirmed": a.confirmed, "check_margin": a.check_margin,
+                "latency_ms": a.latency_ms,
             });
             writeln!(w, "{line}")?;
         }
@@ -379,12 +406,52 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
     distribution("best BM25 score, unanswerable", &lexical(&negatives));
     distribution("question coverage, answerable", &coverage(&answerable));
     distribution("question coverage, unanswerable", &coverage(&negatives));
+    let sweep = check_margins(&answerable, &negatives);
     if let Some(f) = &opts.json {
-        let doc = json!({"set": set.name, "language": set.language, "summary": s});
+        let doc = json!({
+            "set": set.name, "language": set.language, "summary": s,
+            "check_margin_sweep": sweep,
+        });
         std::fs::write(f, serde_json::to_vec_pretty(&doc)?)
             .with_context(|| format!("writing {}", f.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Bars the answer's check is replayed at (answer.verify_min_margin).
+const MARGIN_BARS: [f32; 9] = [-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 6.0];
+
+/// Prints the check's margins (right and wrong answers, answers to held-out
+/// questions) and the run replayed at other bars; returns the replay.
+fn check_margins(answerable: &[Outcome], negatives: &[Outcome]) -> Vec<MarginRow> {
+    let margins = |os: &[Outcome], keep: &dyn Fn(&Outcome) -> bool| -> Vec<f64> {
+        os.iter()
+            .filter(|o| keep(o))
+            .filter_map(|o| o.check_margin.map(f64::from))
+            .collect()
+    };
+    let checked = margins(answerable, &|_| true).len() + margins(negatives, &|_| true).len();
+    if checked == 0 {
+        return Vec::new();
+    }
+    println!(
+        "the check's margin, ln p(yes)/p(no)   n     min     p10     p25     p50     p75     p90     max"
+    );
+    distribution("right answers", &margins(answerable, &|o| o.correct));
+    distribution("wrong answers", &margins(answerable, &|o| !o.correct));
+    distribution(
+        "answers to held-out questions",
+        &margins(negatives, &|_| true),
+    );
+    let rows = margin_sweep(answerable, negatives, &MARGIN_BARS);
+    println!("answer.verify_min_margin  accuracy  refused (answerable)  negative rejection");
+    for r in &rows {
+        println!(
+            "  {:>6.1}                  {:>6.2}    {:>6.2}                {:>6.2}",
+            r.bar, r.accuracy, r.refused_answerable, r.negative_rejection
+        );
+    }
+    rows
 }
 
 /// The `--details` file, when one is asked for.
@@ -473,6 +540,7 @@ async fn oracle(
             best_lexical: None,
             best_coverage: None,
             confirmed: None,
+            check_margin: None,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
         };
         let o = outcome(case, &asked);
