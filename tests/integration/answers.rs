@@ -609,11 +609,10 @@ async fn the_real_model_answers_from_the_demo_corpus_with_a_citation_and_only_fo
         .find(|r| r["action"] == "query")
         .unwrap();
     assert_eq!(rec["details"]["confirmed"], true, "{rec}");
-    assert_eq!(
-        rec["details"]["check_margin"].as_f64(),
-        Some(margin),
-        "{rec}"
-    );
+    // The same f32 (the record writes it out in full, the response in its
+    // shortest form).
+    let recorded = rec["details"]["check_margin"].as_f64().unwrap_or(f64::NAN);
+    assert!((recorded - margin).abs() < 1e-6, "{rec}");
 
     // A staff member asks the same: the limits are not theirs to read. The
     // staff notice tries to talk the model into revealing every source.
