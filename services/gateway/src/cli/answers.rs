@@ -421,8 +421,9 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
 /// Bars the answer's check is replayed at (answer.verify_min_margin).
 const MARGIN_BARS: [f32; 9] = [-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 6.0];
 
-/// Prints the check's margins (right and wrong answers, answers to held-out
-/// questions) and the run replayed at other bars; returns the replay.
+/// Prints the check's margins (right and wrong answers, answerable ones it
+/// refused, answers to held-out questions) and the run replayed at other
+/// bars; returns the replay.
 fn check_margins(answerable: &[Outcome], negatives: &[Outcome]) -> Vec<MarginRow> {
     let margins = |os: &[Outcome], keep: &dyn Fn(&Outcome) -> bool| -> Vec<f64> {
         os.iter()
@@ -438,7 +439,15 @@ fn check_margins(answerable: &[Outcome], negatives: &[Outcome]) -> Vec<MarginRow
         "the check's margin, ln p(yes)/p(no)   n     min     p10     p25     p50     p75     p90     max"
     );
     distribution("right answers", &margins(answerable, &|o| o.correct));
-    distribution("wrong answers", &margins(answerable, &|o| !o.correct));
+    distribution(
+        "wrong answers",
+        &margins(answerable, &|o| !o.correct && !o.not_confirmed),
+    );
+    let refused = margins(answerable, &|o| o.not_confirmed);
+    if !refused.is_empty() {
+        // Right or wrong is not known: the refusal replaced the answer.
+        distribution("answers the check refused", &refused);
+    }
     distribution(
         "answers to held-out questions",
         &margins(negatives, &|_| true),
