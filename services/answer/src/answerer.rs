@@ -27,7 +27,8 @@ use sovra_retrieval::{Mode, Retrieved, Retriever};
 use tracing::Instrument;
 
 use crate::{
-    AnswerError, Budget, Citation, Gate, Language, Prompt, RetrievalRequest, Source, language,
+    AnswerError, Budget, Citation, Gate, Language, Prompt, RetrievalRequest, Source, Verdicts,
+    language,
 };
 
 /// The pipeline's fixed parts: where it retrieves, the model queue, the
@@ -43,6 +44,8 @@ pub struct Answerer {
     /// Added to the sampling of an answer from sources: no `[n]` markers.
     marker_bans: Vec<(u32, f32)>,
     checks: Checks,
+    /// The check's verdict tokens in the model's vocabulary.
+    verdicts: Arc<Verdicts>,
 }
 
 /// What a finished answer from sources must pass before it is returned;
@@ -124,6 +127,7 @@ pub struct Prepared {
     prompt: Option<Prompt>,
     sampling: SamplingParams,
     checks: Checks,
+    verdicts: Arc<Verdicts>,
 }
 
 impl Prepared {
@@ -173,6 +177,7 @@ impl Prepared {
                 question: self.question,
                 sources,
                 checks: self.checks,
+                verdicts: self.verdicts,
                 generation: self.generation,
                 tenant: self.tenant,
             });
@@ -189,6 +194,7 @@ impl Prepared {
             question: self.question,
             sources,
             checks: self.checks,
+            verdicts: self.verdicts,
             generation: self.generation,
             tenant: self.tenant,
         })
@@ -242,6 +248,13 @@ pub struct Usage {
 }
 
 impl Finished {
+    /// The check's margin as the response and the audit record report it:
+    /// a finite number (JSON has no infinity; a certain no is reported as
+    /// `confirmed: false` alone).
+    pub fn reported_check_margin(&self) -> Option<f32> {
+        self.check_margin.filter(|m| m.is_finite())
+    }
+
     pub fn usage(&self) -> Usage {
         let (p, c) = self
             .generation
@@ -272,6 +285,7 @@ pub struct AnswerStream {
     question: Option<String>,
     sources: Arc<[Source]>,
     checks: Checks,
+    verdicts: Arc<Verdicts>,
     /// Where the answer's check runs, as a follow-up of the answer.
     generation: Arc<GenerationQueue>,
     tenant: String,
@@ -335,10 +349,9 @@ impl AnswerStream {
             &finished.text,
         )
         .map_err(|e| InferenceError::Runtime(e.to_string()))?;
-        let (yes, no) = crate::verdict_tokens(generator.as_ref());
         let params = SamplingParams {
             max_tokens: 1,
-            logprobs_of: yes.iter().chain(&no).copied().collect(),
+            logprobs_of: self.verdicts.tokens(),
             ..SamplingParams::default()
         };
         let mut handle = self
@@ -363,7 +376,7 @@ impl AnswerStream {
         .await?;
         // The margin where the vocabulary has both verdicts; otherwise the
         // reply's words.
-        let margin = crate::verdict_margin(&reply.first_logprobs, yes.len());
+        let margin = self.verdicts.margin(&reply.first_logprobs);
         let confirmed = match margin {
             Some(m) => m > self.checks.verify_min_margin,
             None => crate::confirms(&reply.text),
@@ -451,6 +464,7 @@ impl Answerer {
         checks: Checks,
     ) -> Self {
         let marker_bans = crate::marker_bans(generation.generator().as_ref());
+        let verdicts = Arc::new(Verdicts::of(generation.generator().as_ref()));
         let context_tokens = context_tokens.min(generation.generator().context_tokens());
         Self {
             retriever,
@@ -460,6 +474,7 @@ impl Answerer {
             max_source_tokens,
             marker_bans,
             checks,
+            verdicts,
         }
     }
 
@@ -506,6 +521,7 @@ impl Answerer {
                     prompt: Some(prompt),
                     sampling,
                     checks: Checks::NONE,
+                    verdicts: self.verdicts.clone(),
                 });
             }
             Ask::Documents(q) => q,
@@ -559,6 +575,7 @@ impl Answerer {
             prompt,
             sampling,
             checks: self.checks,
+            verdicts: self.verdicts.clone(),
         })
     }
 }

@@ -541,27 +541,50 @@ const NO_WORDS: [&str; 8] = ["No", "no", "NO", "Tidak", "tidak", "不", "否", "
 
 /// The vocabulary's single tokens for a yes and for a no at the start of
 /// the check's reply (a word the tokenizer splits is left out: its first
-/// piece means nothing alone). Either list may be empty for a vocabulary
-/// without such tokens; the check then reads the reply ([`confirms`]).
-pub fn verdict_tokens(generator: &dyn Generator) -> (Vec<u32>, Vec<u32>) {
-    let single = |words: &[&str]| {
-        let mut ids: Vec<u32> = words
-            .iter()
-            .filter_map(|w| match generator.token_ids(w).as_deref() {
-                Ok([id]) => Some(*id),
-                _ => None,
-            })
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
-    };
-    (single(&YES_WORDS), single(&NO_WORDS))
+/// piece means nothing alone), found once per model. Either list may be
+/// empty for a vocabulary without such tokens; the check then reads the
+/// reply ([`confirms`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdicts {
+    pub yes: Vec<u32>,
+    pub no: Vec<u32>,
+}
+
+impl Verdicts {
+    pub fn of(generator: &dyn Generator) -> Self {
+        let single = |words: &[&str]| {
+            let mut ids: Vec<u32> = words
+                .iter()
+                .filter_map(|w| match generator.token_ids(w).as_deref() {
+                    Ok([id]) => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        Self {
+            yes: single(&YES_WORDS),
+            no: single(&NO_WORDS),
+        }
+    }
+
+    /// The tokens whose log-probabilities the check asks for, the yeses
+    /// first.
+    pub fn tokens(&self) -> Vec<u32> {
+        self.yes.iter().chain(&self.no).copied().collect()
+    }
+
+    /// The check's margin from the log-probabilities of [`Self::tokens`].
+    pub fn margin(&self, logprobs: &[f32]) -> Option<f32> {
+        verdict_margin(logprobs, self.yes.len())
+    }
 }
 
 /// The check's margin: the natural log of the odds of a yes over a no as
 /// the reply's first token, from the log-probabilities of the
-/// [`verdict_tokens`] (the yeses first, then the noes). `None` when either
+/// [`Verdicts`] (the yeses first, then the noes). `None` when either
 /// side is missing.
 pub fn verdict_margin(logprobs: &[f32], yes_count: usize) -> Option<f32> {
     if yes_count == 0 || yes_count >= logprobs.len() {

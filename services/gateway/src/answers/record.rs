@@ -112,7 +112,7 @@ fn outcome_details(g: &Generation, finished: &Finished) -> Vec<(String, Value)> 
     if let Some(confirmed) = finished.confirmed {
         details.push(("confirmed".into(), json!(confirmed)));
     }
-    if let Some(margin) = finished.check_margin.filter(|m| m.is_finite()) {
+    if let Some(margin) = finished.reported_check_margin() {
         details.push(("check_margin".into(), json!(margin)));
     }
     details

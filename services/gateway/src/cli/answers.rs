@@ -431,8 +431,11 @@ fn check_margins(answerable: &[Outcome], negatives: &[Outcome]) -> Vec<MarginRow
             .filter_map(|o| o.check_margin.map(f64::from))
             .collect()
     };
-    let checked = margins(answerable, &|_| true).len() + margins(negatives, &|_| true).len();
-    if checked == 0 {
+    if !answerable
+        .iter()
+        .chain(negatives)
+        .any(|o| o.check_margin.is_some())
+    {
         return Vec::new();
     }
     println!(

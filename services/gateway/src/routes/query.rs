@@ -80,7 +80,7 @@ impl Outcome {
                 total_ms: g.total_ms,
             }),
             confirmed: f.confirmed,
-            check_margin: f.check_margin.filter(|m| m.is_finite()),
+            check_margin: f.reported_check_margin(),
         }
     }
 }
