@@ -11,7 +11,8 @@
 use sha2::{Digest, Sha256};
 
 use crate::EvalError;
-use crate::sets::{Case, Passage, Set};
+use crate::score::holds_for;
+use crate::sets::{Case, Expected, Passage, Set};
 
 /// The most questions one run asks: a reader carries a group per question
 /// (the gateway's `auth.max_groups` is 256).
@@ -62,6 +63,29 @@ impl Plan<'_> {
             .into_iter()
             .filter(|g| *g != own)
             .collect()
+    }
+
+    /// Whether a passage still in reach of held-out question `i` (one of
+    /// another group) is about the question (`about(question, text)`: the
+    /// caller's relevance measure) and holds its reference answer, as
+    /// accuracy counts a reference found: another report of the same event,
+    /// say. Such a question is not unanswerable, and answering it from that
+    /// passage is right; negative rejection is also counted without such
+    /// questions. Always false for a yes/no/maybe decision.
+    pub fn reference_in_reach(&self, i: usize, about: impl Fn(&str, &str) -> bool) -> bool {
+        let Some(case) = self.asked.get(i) else {
+            return false;
+        };
+        let Expected::Parts(parts) = &case.expected else {
+            return false;
+        };
+        let readable = self.groups_without(i);
+        self.documents.iter().any(|d| {
+            let text = format!("{}\n{}", d.passage.title, d.passage.text);
+            d.groups.iter().any(|g| readable.contains(g))
+                && holds_for(&text, &case.question, parts)
+                && about(&case.question, &text)
+        })
     }
 }
 
@@ -221,6 +245,57 @@ mod tests {
             )
             .is_err()
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_reference_another_passage_in_reach_holds_is_found() -> Result<(), EvalError> {
+        let mut s = Set::default();
+        let mut passage = |id: &str, text: &str| {
+            s.passages.insert(
+                id.into(),
+                Passage {
+                    id: id.into(),
+                    title: format!("title {id}"),
+                    text: text.into(),
+                },
+            );
+        };
+        passage("own1", "The bridge opened in 1998.");
+        passage("own2", "The mayor is Budi Santoso.");
+        passage("other", "Another report: the bridge opened in 1998.");
+        let case = |id: &str, q: &str, answer: &str, own: &str| Case {
+            id: id.into(),
+            question: q.into(),
+            expected: Expected::Parts(vec![vec![answer.into()]]),
+            positive: vec![own.into()],
+            negative: vec![],
+        };
+        s.cases = vec![
+            case("1", "When did the bridge open?", "1998", "own1"),
+            case("2", "Who is the mayor?", "Budi Santoso", "own2"),
+            case("3", "Which report?", "another report", "other"),
+        ];
+        let p = plan(
+            &s,
+            Options {
+                limit: 3,
+                negatives: 3,
+                distractors: 0,
+            },
+        )?;
+        let by_id = |id: &str| p.asked.iter().position(|c| c.id == id);
+        let (Some(bridge), Some(mayor)) = (by_id("1"), by_id("2")) else {
+            panic!("both questions are asked");
+        };
+        // Question 3's passage still tells the bridge's year; nothing else
+        // names the mayor, and a question's own passage does not count.
+        let about_bridges = |q: &str, t: &str| q.contains("bridge") && t.contains("bridge");
+        assert!(p.reference_in_reach(bridge, about_bridges));
+        assert!(!p.reference_in_reach(mayor, about_bridges));
+        assert!(!p.reference_in_reach(99, about_bridges));
+        // A passage holding the reference about something else is no answer.
+        assert!(!p.reference_in_reach(bridge, |_, _| false));
         Ok(())
     }
 }

@@ -107,6 +107,9 @@ pub struct Outcome {
     /// The check's margin (ln p(yes)/p(no) of its reply's first token), when
     /// it ran.
     pub check_margin: Option<f32>,
+    /// A held-out question whose reference a passage still in its reach,
+    /// about the question, holds ([`crate::plan::Plan::reference_in_reach`]).
+    pub reference_in_reach: bool,
 }
 
 /// Figures of one run.
@@ -123,6 +126,11 @@ pub struct Summary {
     pub retrieval_hit: f64,
     pub negatives: usize,
     pub negative_rejection: f64,
+    /// Held-out questions whose reference a passage in their reach holds,
+    /// and negative rejection over the others (the truly unanswerable; 0
+    /// when there are none).
+    pub negatives_in_reach: usize,
+    pub negative_rejection_out_of_reach: f64,
     /// Answerable and held-out questions whose answer the answer's check
     /// turned into the refusal (counts).
     pub not_confirmed_answerable: usize,
@@ -181,6 +189,14 @@ pub fn summarize(answerable: &[Outcome], negatives: &[Outcome]) -> Summary {
         negative_rejection: ratio(
             negatives.iter().filter(|o| o.refused).count(),
             negatives.len(),
+        ),
+        negatives_in_reach: negatives.iter().filter(|o| o.reference_in_reach).count(),
+        negative_rejection_out_of_reach: ratio(
+            negatives
+                .iter()
+                .filter(|o| !o.reference_in_reach && o.refused)
+                .count(),
+            negatives.iter().filter(|o| !o.reference_in_reach).count(),
         ),
         not_confirmed_answerable: answerable.iter().filter(|o| o.not_confirmed).count(),
         not_confirmed_negatives: negatives.iter().filter(|o| o.not_confirmed).count(),
@@ -320,14 +336,24 @@ mod tests {
             not_confirmed: true,
             ..Outcome::default()
         };
-        let s = summarize(&[right.clone(), refused.clone()], &[refused, right]);
+        let answered_from_another_report = Outcome {
+            reference_in_reach: true,
+            ..right.clone()
+        };
+        let s = summarize(
+            &[right.clone(), refused.clone()],
+            &[refused, right, answered_from_another_report],
+        );
+        assert_eq!(s.negatives, 3);
+        assert_eq!(s.negatives_in_reach, 1);
+        assert_eq!(s.negative_rejection_out_of_reach, 0.5);
         assert_eq!(s.not_confirmed_answerable, 1);
         assert_eq!(s.not_confirmed_negatives, 1);
         assert_eq!(s.accuracy, 0.5);
         assert_eq!(s.citation_precision, 0.5);
         assert_eq!(s.cites_own, 1.0);
         assert_eq!(s.retrieval_hit, 0.5);
-        assert_eq!(s.negative_rejection, 0.5);
+        assert!((s.negative_rejection - 1.0 / 3.0).abs() < 1e-9);
         assert_eq!(s.p50_latency_ms, 10.0);
         assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
     }

@@ -189,6 +189,7 @@ fn outcome(case: &Case, a: &Asked) -> Outcome {
         best_coverage: a.best_coverage,
         not_confirmed: a.confirmed == Some(false),
         check_margin: a.check_margin,
+        reference_in_reach: false,
     }
 }
 
@@ -349,7 +350,7 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
                 "retrieved_own": o.retrieved_own, "best_dense": a.best_dense,
                 "best_lexical": a.best_lexical, "best_coverage": a.best_coverage,
                 "confirmed": a.confirmed, "check_margin": a.check_margin,
-                "latency_ms": a.latency_ms,
+                "latency_ms": a.latency_ms, "reference_in_reach": o.reference_in_reach,
             });
             writeln!(w, "{line}")?;
         }
@@ -372,12 +373,19 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
         let case = p.asked[i];
         let token = reader(settings, &tenant, p.groups_without(i))?;
         let a = client.ask(&token, &case.question).await?;
-        let o = outcome(case, &a);
+        let o = Outcome {
+            reference_in_reach: p.reference_in_reach(i, |q, t| {
+                sovra_answer::attribute::question_coverage(q, t)
+                    >= settings.answer.min_question_coverage
+            }),
+            ..outcome(case, &a)
+        };
         log("unanswerable", case, &a, &o)?;
         negatives.push(o);
     }
     let s = summarize(&answerable, &negatives);
     print_table(&set.name, &set.language, &s);
+    print_reach(&s);
     println!(
         "refused by the answer's check (answer.verify): {} answerable, {} held out",
         s.not_confirmed_answerable, s.not_confirmed_negatives
@@ -649,6 +657,20 @@ fn print_table(name: &str, language: &str, s: &Summary) {
         s.negative_rejection,
         s.p50_latency_ms
     );
+}
+
+/// Held-out questions that another passage in reach still answers, and
+/// negative rejection without them.
+fn print_reach(s: &Summary) {
+    if s.negatives_in_reach > 0 {
+        println!(
+            "held-out questions whose reference another passage in reach, about the question, holds: {} of {}; negative rejection over the other {}: {:.3}",
+            s.negatives_in_reach,
+            s.negatives,
+            s.negatives - s.negatives_in_reach,
+            s.negative_rejection_out_of_reach
+        );
+    }
 }
 
 /// Hit rate, reciprocal rank and nDCG of the questions' own passages in
