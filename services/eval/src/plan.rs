@@ -197,17 +197,22 @@ mod tests {
         s
     }
 
-    #[test]
-    fn held_out_questions_lose_only_their_own_passages() -> Result<(), EvalError> {
-        let s = set();
-        let p = plan(
-            &s,
+    /// Three questions asked, all three held out when they can be.
+    fn three_held_out(s: &Set) -> Result<Plan<'_>, EvalError> {
+        plan(
+            s,
             Options {
                 limit: 3,
                 negatives: 3,
                 distractors: 0,
             },
-        )?;
+        )
+    }
+
+    #[test]
+    fn held_out_questions_lose_only_their_own_passages() -> Result<(), EvalError> {
+        let s = set();
+        let p = three_held_out(&s)?;
         assert_eq!(p.documents.len(), 5);
         // Questions 2 and 3 share a passage: neither can be held out.
         assert_eq!(p.negatives.len(), 1);
@@ -276,14 +281,7 @@ mod tests {
             case("2", "Who is the mayor?", "Budi Santoso", "own2"),
             case("3", "Which report?", "another report", "other"),
         ];
-        let p = plan(
-            &s,
-            Options {
-                limit: 3,
-                negatives: 3,
-                distractors: 0,
-            },
-        )?;
+        let p = three_held_out(&s)?;
         let by_id = |id: &str| p.asked.iter().position(|c| c.id == id);
         let (Some(bridge), Some(mayor)) = (by_id("1"), by_id("2")) else {
             panic!("both questions are asked");
