@@ -243,6 +243,58 @@ pub fn margin_sweep(answerable: &[Outcome], negatives: &[Outcome], bars: &[f32])
         .collect()
 }
 
+/// What a run would have scored with the relevance gate at another
+/// question-coverage bar (`answer.min_question_coverage`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct GateRow {
+    pub min_question_coverage: f32,
+    pub accuracy: f64,
+    pub refused_answerable: f64,
+    pub negative_rejection: f64,
+}
+
+/// The relevance gate replayed at higher coverage bars. A question passes
+/// when its best hit holds at least `bar` of the question's topic words or,
+/// with `dense_bar` (the question's language is one the dense gate reads),
+/// its best dense cosine reaches that: the gate's own rule, as a hit is
+/// relevant by either and one relevant hit lets the question through. A
+/// question that does not pass becomes a refusal; the others keep their
+/// outcome, which is exact for bars at or above the run's own gate when that
+/// is at or above the context floor (`answer.min_context_coverage`): the
+/// sources of a question that passes are then the same at every such bar.
+pub fn gate_sweep(
+    answerable: &[Outcome],
+    negatives: &[Outcome],
+    bars: &[f32],
+    dense_bar: Option<f32>,
+) -> Vec<GateRow> {
+    let refused_at = |o: &Outcome, bar: f32| {
+        let covered = o.best_coverage.is_some_and(|c| c >= bar);
+        let close = dense_bar.is_some_and(|d| o.best_dense.is_some_and(|s| s >= d));
+        o.refused || !(covered || close)
+    };
+    bars.iter()
+        .map(|&bar| GateRow {
+            min_question_coverage: bar,
+            accuracy: ratio(
+                answerable
+                    .iter()
+                    .filter(|o| o.correct && !refused_at(o, bar))
+                    .count(),
+                answerable.len(),
+            ),
+            refused_answerable: ratio(
+                answerable.iter().filter(|o| refused_at(o, bar)).count(),
+                answerable.len(),
+            ),
+            negative_rejection: ratio(
+                negatives.iter().filter(|o| refused_at(o, bar)).count(),
+                negatives.len(),
+            ),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +370,41 @@ mod tests {
             figures,
             vec![(0.5, 0.25, 0.0), (0.5, 0.5, 0.5), (0.25, 0.75, 1.0)]
         );
+    }
+
+    #[test]
+    fn the_gate_replayed_refuses_what_no_hit_lets_through() {
+        let answered = |coverage: f32, dense: f32, correct: bool| Outcome {
+            correct,
+            best_coverage: Some(coverage),
+            best_dense: Some(dense),
+            ..Outcome::default()
+        };
+        let answerable = [
+            answered(0.9, 0.5, true),
+            answered(0.4, 0.5, true),
+            answered(0.6, 0.5, false),
+            Outcome {
+                refused: true,
+                best_coverage: Some(0.9),
+                ..Outcome::default()
+            },
+        ];
+        let negatives = [answered(0.45, 0.9, false), answered(0.3, 0.5, false)];
+        let rows = gate_sweep(&answerable, &negatives, &[0.3, 0.5, 0.7], None);
+        let figures: Vec<(f64, f64, f64)> = rows
+            .iter()
+            .map(|r| (r.accuracy, r.refused_answerable, r.negative_rejection))
+            .collect();
+        assert_eq!(
+            figures,
+            [(0.5, 0.25, 0.0), (0.25, 0.5, 1.0), (0.25, 0.75, 1.0)]
+        );
+        // Where the dense gate reads the language, a close hit passes at any
+        // coverage bar.
+        let dense = gate_sweep(&answerable, &negatives, &[0.7], Some(0.8));
+        assert_eq!(dense[0].negative_rejection, 0.5);
+        assert_eq!(dense[0].accuracy, 0.25);
     }
 
     #[test]

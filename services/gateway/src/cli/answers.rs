@@ -19,7 +19,9 @@ use sovra_answer::Source;
 use sovra_auth::DevTokenRequest;
 use sovra_config::Settings;
 use sovra_eval::plan::{Options, Plan, plan};
-use sovra_eval::score::{MarginRow, Outcome, Summary, correct, margin_sweep, quantile, summarize};
+use sovra_eval::score::{
+    GateRow, MarginRow, Outcome, Summary, correct, gate_sweep, margin_sweep, quantile, summarize,
+};
 use sovra_eval::sets::{Case, Set, load};
 
 use super::eval::ChunkHit;
@@ -415,15 +417,51 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
     distribution("question coverage, answerable", &coverage(&answerable));
     distribution("question coverage, unanswerable", &coverage(&negatives));
     let sweep = check_margins(&answerable, &negatives);
+    let gates = gate_bars(settings, &set.language, &answerable, &negatives);
     if let Some(f) = &opts.json {
         let doc = json!({
             "set": set.name, "language": set.language, "summary": s,
-            "check_margin_sweep": sweep,
+            "check_margin_sweep": sweep, "gate_sweep": gates,
         });
         std::fs::write(f, serde_json::to_vec_pretty(&doc)?)
             .with_context(|| format!("writing {}", f.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Coverage bars the relevance gate is replayed at
+/// (answer.min_question_coverage).
+const GATE_BARS: [f32; 9] = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7];
+
+/// Prints the run replayed with the relevance gate at the coverage bars at
+/// or above its own (`gate_sweep`; none when the run's gate is below the
+/// context floor, where a higher bar would change the sources); returns the
+/// replay.
+fn gate_bars(
+    settings: &Settings,
+    language: &str,
+    answerable: &[Outcome],
+    negatives: &[Outcome],
+) -> Vec<GateRow> {
+    let own = settings.answer.min_question_coverage;
+    if own < settings.answer.min_context_coverage {
+        return Vec::new();
+    }
+    let bars: Vec<f32> = GATE_BARS.into_iter().filter(|&b| b >= own).collect();
+    let dense_bar = settings
+        .dense_gate_languages()
+        .iter()
+        .any(|l| l == language)
+        .then(|| settings.min_dense_score());
+    let rows = gate_sweep(answerable, negatives, &bars, dense_bar);
+    println!("answer.min_question_coverage  accuracy  refused (answerable)  negative rejection");
+    for r in &rows {
+        println!(
+            "  {:>4.2}                        {:>6.2}    {:>6.2}                {:>6.2}",
+            r.min_question_coverage, r.accuracy, r.refused_answerable, r.negative_rejection
+        );
+    }
+    rows
 }
 
 /// Bars the answer's check is replayed at (answer.verify_min_margin).
