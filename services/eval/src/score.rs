@@ -204,25 +204,26 @@ pub fn summarize(answerable: &[Outcome], negatives: &[Outcome]) -> Summary {
     }
 }
 
-/// What a run would have scored had the answer's check confirmed only
-/// margins above `bar`.
+/// What a run would have scored with a setting at another bar (the
+/// answer's check, [`margin_sweep`]; the relevance gate, [`gate_sweep`]).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct MarginRow {
+pub struct ReplayRow {
     pub bar: f32,
     pub accuracy: f64,
     pub refused_answerable: f64,
     pub negative_rejection: f64,
 }
 
-/// The answer's check replayed at other bars. An answer the check confirmed
-/// whose margin is at or below `bar` becomes a refusal; one it refused
-/// (its margin below the run's own bar) stays one, so bars under the run's
-/// own bar are not replayed faithfully: run with a low
-/// `answer.verify_min_margin` to sweep the whole range.
-pub fn margin_sweep(answerable: &[Outcome], negatives: &[Outcome], bars: &[f32]) -> Vec<MarginRow> {
-    let refused_at = |o: &Outcome, bar: f32| o.refused || o.check_margin.is_some_and(|m| m <= bar);
+/// The run's figures at each bar, a question counting as refused where
+/// `refused_at` says so.
+fn replay(
+    answerable: &[Outcome],
+    negatives: &[Outcome],
+    bars: &[f32],
+    refused_at: impl Fn(&Outcome, f32) -> bool,
+) -> Vec<ReplayRow> {
     bars.iter()
-        .map(|&bar| MarginRow {
+        .map(|&bar| ReplayRow {
             bar,
             accuracy: ratio(
                 answerable
@@ -243,56 +244,38 @@ pub fn margin_sweep(answerable: &[Outcome], negatives: &[Outcome], bars: &[f32])
         .collect()
 }
 
-/// What a run would have scored with the relevance gate at another
-/// question-coverage bar (`answer.min_question_coverage`).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct GateRow {
-    pub min_question_coverage: f32,
-    pub accuracy: f64,
-    pub refused_answerable: f64,
-    pub negative_rejection: f64,
+/// The answer's check replayed at other bars. An answer the check confirmed
+/// whose margin is at or below `bar` becomes a refusal; one it refused
+/// (its margin below the run's own bar) stays one, so bars under the run's
+/// own bar are not replayed faithfully: run with a low
+/// `answer.verify_min_margin` to sweep the whole range.
+pub fn margin_sweep(answerable: &[Outcome], negatives: &[Outcome], bars: &[f32]) -> Vec<ReplayRow> {
+    replay(answerable, negatives, bars, |o, bar| {
+        o.refused || o.check_margin.is_some_and(|m| m <= bar)
+    })
 }
 
-/// The relevance gate replayed at higher coverage bars. A question passes
-/// when its best hit holds at least `bar` of the question's topic words or,
-/// with `dense_bar` (the question's language is one the dense gate reads),
-/// its best dense cosine reaches that: the gate's own rule, as a hit is
-/// relevant by either and one relevant hit lets the question through. A
-/// question that does not pass becomes a refusal; the others keep their
-/// outcome, which is exact for bars at or above the run's own gate when that
-/// is at or above the context floor (`answer.min_context_coverage`): the
-/// sources of a question that passes are then the same at every such bar.
+/// The relevance gate replayed at higher question-coverage bars
+/// (`answer.min_question_coverage`). A question passes when its best hit
+/// holds at least `bar` of the question's topic words or, with `dense_bar`
+/// (the question's language is one the dense gate reads), its best dense
+/// cosine reaches that: the gate's own rule, as a hit is relevant by either
+/// and one relevant hit lets the question through. A question that does
+/// not pass becomes a refusal; the others keep their outcome, which is
+/// exact for bars at or above the run's own gate when that is at or above
+/// the context floor (`answer.min_context_coverage`): the sources of a
+/// question that passes are then the same at every such bar.
 pub fn gate_sweep(
     answerable: &[Outcome],
     negatives: &[Outcome],
     bars: &[f32],
     dense_bar: Option<f32>,
-) -> Vec<GateRow> {
-    let refused_at = |o: &Outcome, bar: f32| {
+) -> Vec<ReplayRow> {
+    replay(answerable, negatives, bars, |o, bar| {
         let covered = o.best_coverage.is_some_and(|c| c >= bar);
         let close = dense_bar.is_some_and(|d| o.best_dense.is_some_and(|s| s >= d));
         o.refused || !(covered || close)
-    };
-    bars.iter()
-        .map(|&bar| GateRow {
-            min_question_coverage: bar,
-            accuracy: ratio(
-                answerable
-                    .iter()
-                    .filter(|o| o.correct && !refused_at(o, bar))
-                    .count(),
-                answerable.len(),
-            ),
-            refused_answerable: ratio(
-                answerable.iter().filter(|o| refused_at(o, bar)).count(),
-                answerable.len(),
-            ),
-            negative_rejection: ratio(
-                negatives.iter().filter(|o| refused_at(o, bar)).count(),
-                negatives.len(),
-            ),
-        })
-        .collect()
+    })
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use sovra_auth::DevTokenRequest;
 use sovra_config::Settings;
 use sovra_eval::plan::{Options, Plan, plan};
 use sovra_eval::score::{
-    GateRow, MarginRow, Outcome, Summary, correct, gate_sweep, margin_sweep, quantile, summarize,
+    Outcome, ReplayRow, Summary, correct, gate_sweep, margin_sweep, quantile, summarize,
 };
 use sovra_eval::sets::{Case, Set, load};
 
@@ -442,7 +442,7 @@ fn gate_bars(
     language: &str,
     answerable: &[Outcome],
     negatives: &[Outcome],
-) -> Vec<GateRow> {
+) -> Vec<ReplayRow> {
     let own = settings.answer.min_question_coverage;
     if own < settings.answer.min_context_coverage {
         return Vec::new();
@@ -454,14 +454,19 @@ fn gate_bars(
         .any(|l| l == language)
         .then(|| settings.min_dense_score());
     let rows = gate_sweep(answerable, negatives, &bars, dense_bar);
-    println!("answer.min_question_coverage  accuracy  refused (answerable)  negative rejection");
-    for r in &rows {
+    print_replay("answer.min_question_coverage", &rows);
+    rows
+}
+
+/// Prints a replay ([`ReplayRow`]) under the setting it varies.
+fn print_replay(setting: &str, rows: &[ReplayRow]) {
+    println!("{setting:<30}  accuracy  refused (answerable)  negative rejection");
+    for r in rows {
         println!(
-            "  {:>4.2}                        {:>6.2}    {:>6.2}                {:>6.2}",
-            r.min_question_coverage, r.accuracy, r.refused_answerable, r.negative_rejection
+            "  {:>6.2}                        {:>6.2}    {:>6.2}                {:>6.2}",
+            r.bar, r.accuracy, r.refused_answerable, r.negative_rejection
         );
     }
-    rows
 }
 
 /// Bars the answer's check is replayed at (answer.verify_min_margin).
@@ -470,7 +475,7 @@ const MARGIN_BARS: [f32; 9] = [-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 6.0];
 /// Prints the check's margins (right and wrong answers, answerable ones it
 /// refused, answers to held-out questions) and the run replayed at other
 /// bars; returns the replay.
-fn check_margins(answerable: &[Outcome], negatives: &[Outcome]) -> Vec<MarginRow> {
+fn check_margins(answerable: &[Outcome], negatives: &[Outcome]) -> Vec<ReplayRow> {
     let margins = |os: &[Outcome], keep: &dyn Fn(&Outcome) -> bool| -> Vec<f64> {
         os.iter()
             .filter(|o| keep(o))
@@ -502,13 +507,7 @@ fn check_margins(answerable: &[Outcome], negatives: &[Outcome]) -> Vec<MarginRow
         &margins(negatives, &|_| true),
     );
     let rows = margin_sweep(answerable, negatives, &MARGIN_BARS);
-    println!("answer.verify_min_margin  accuracy  refused (answerable)  negative rejection");
-    for r in &rows {
-        println!(
-            "  {:>6.1}                  {:>6.2}    {:>6.2}                {:>6.2}",
-            r.bar, r.accuracy, r.refused_answerable, r.negative_rejection
-        );
-    }
+    print_replay("answer.verify_min_margin", &rows);
     rows
 }
 
