@@ -345,14 +345,18 @@ mod tests {
         ];
         let negatives = [answer(false, 1.0), answer(false, -2.0)];
         let rows = margin_sweep(&answerable, &negatives, &[-5.0, 0.0, 1.0]);
-        let figures: Vec<(f64, f64, f64)> = rows
-            .iter()
-            .map(|r| (r.accuracy, r.refused_answerable, r.negative_rejection))
-            .collect();
+        let figures = figures(&rows);
         assert_eq!(
             figures,
             vec![(0.5, 0.25, 0.0), (0.5, 0.5, 0.5), (0.25, 0.75, 1.0)]
         );
+    }
+
+    /// Accuracy, refused (answerable) and negative rejection of each row.
+    fn figures(rows: &[ReplayRow]) -> Vec<(f64, f64, f64)> {
+        rows.iter()
+            .map(|r| (r.accuracy, r.refused_answerable, r.negative_rejection))
+            .collect()
     }
 
     #[test]
@@ -375,10 +379,7 @@ mod tests {
         ];
         let negatives = [answered(0.45, 0.9, false), answered(0.3, 0.5, false)];
         let rows = gate_sweep(&answerable, &negatives, &[0.3, 0.5, 0.7], None);
-        let figures: Vec<(f64, f64, f64)> = rows
-            .iter()
-            .map(|r| (r.accuracy, r.refused_answerable, r.negative_rejection))
-            .collect();
+        let figures = figures(&rows);
         assert_eq!(
             figures,
             [(0.5, 0.25, 0.0), (0.25, 0.5, 1.0), (0.25, 0.75, 1.0)]
