@@ -297,17 +297,29 @@ pub struct Gate {
     pub min_context_coverage: f32,
 }
 
-/// Whether a hit is relevant enough to be a source: it holds enough of the
-/// question's topic words, or it is close in meaning where the embedder
-/// knows the question's language (elsewhere its cosines say little: an
-/// English embedder scores unrelated Indonesian passages 0.5 to 0.8).
+impl Gate {
+    /// The gate's rule on a hit's scores: it holds enough of the question's
+    /// topic words, or it is close in meaning where the embedder knows the
+    /// question's language (`language`, ISO 639-1; elsewhere its cosines
+    /// say little: an English embedder scores unrelated Indonesian passages
+    /// 0.5 to 0.8). [`is_relevant`] applies it to a hit; `sovra eval`
+    /// replays a run with it at other bars.
+    pub fn admits(
+        &self,
+        question_coverage: Option<f32>,
+        dense_score: Option<f32>,
+        language: &str,
+    ) -> bool {
+        let covered = question_coverage.is_some_and(|c| c >= self.min_question_coverage);
+        let close = dense_score.is_some_and(|s| s >= self.min_dense_score)
+            && self.dense_languages.iter().any(|l| l == language);
+        covered || close
+    }
+}
+
+/// Whether a hit is relevant enough to be a source ([`Gate::admits`]).
 pub fn is_relevant(hit: &Retrieved, question: Language, gate: &Gate) -> bool {
-    let covered = hit
-        .question_coverage
-        .is_some_and(|c| c >= gate.min_question_coverage);
-    let close = hit.dense_score.is_some_and(|s| s >= gate.min_dense_score)
-        && gate.dense_languages.iter().any(|l| l == question.code());
-    covered || close
+    gate.admits(hit.question_coverage, hit.dense_score, question.code())
 }
 
 /// The sources among `hits` (see [`retrieve`]).

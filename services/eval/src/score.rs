@@ -101,6 +101,9 @@ pub struct Outcome {
     pub best_lexical: Option<f32>,
     /// Highest share of the question's terms a hit holds.
     pub best_coverage: Option<f32>,
+    /// The question's language as the gateway detects it (ISO 639-1), which
+    /// decides whether the dense gate reads it.
+    pub language: String,
     /// The answer's check (answer.verify) did not confirm the answer, so it
     /// was returned as the refusal.
     pub not_confirmed: bool,
@@ -256,25 +259,24 @@ pub fn margin_sweep(answerable: &[Outcome], negatives: &[Outcome], bars: &[f32])
 }
 
 /// The relevance gate replayed at higher question-coverage bars
-/// (`answer.min_question_coverage`). A question passes when its best hit
-/// holds at least `bar` of the question's topic words or, with `dense_bar`
-/// (the question's language is one the dense gate reads), its best dense
-/// cosine reaches that: the gate's own rule, as a hit is relevant by either
-/// and one relevant hit lets the question through. A question that does
-/// not pass becomes a refusal; the others keep their outcome, which is
-/// exact for bars at or above the run's own gate when that is at or above
-/// the context floor (`answer.min_context_coverage`): the sources of a
-/// question that passes are then the same at every such bar.
+/// (`answer.min_question_coverage`). `admits(outcome, bar)` says whether
+/// the gate at `bar` lets the question through: the caller passes the
+/// gateway's own rule (`sovra_answer::Gate::admits`) applied to the
+/// question's best hit scores and language, which is exact because a hit
+/// is relevant by either score and one relevant hit lets the question
+/// through. A question not admitted becomes a refusal; the others keep
+/// their outcome, which is exact for bars at or above the run's own gate
+/// when that is at or above the context floor
+/// (`answer.min_context_coverage`): the sources of a question that passes
+/// are then the same at every such bar.
 pub fn gate_sweep(
     answerable: &[Outcome],
     negatives: &[Outcome],
     bars: &[f32],
-    dense_bar: Option<f32>,
+    admits: impl Fn(&Outcome, f32) -> bool,
 ) -> Vec<ReplayRow> {
     replay(answerable, negatives, bars, |o, bar| {
-        let covered = o.best_coverage.is_some_and(|c| c >= bar);
-        let close = dense_bar.is_some_and(|d| o.best_dense.is_some_and(|s| s >= d));
-        o.refused || !(covered || close)
+        o.refused || !admits(o, bar)
     })
 }
 
@@ -378,15 +380,18 @@ mod tests {
             },
         ];
         let negatives = [answered(0.45, 0.9, false), answered(0.3, 0.5, false)];
-        let rows = gate_sweep(&answerable, &negatives, &[0.3, 0.5, 0.7], None);
+        let coverage = |o: &Outcome, bar: f32| o.best_coverage.is_some_and(|c| c >= bar);
+        let rows = gate_sweep(&answerable, &negatives, &[0.3, 0.5, 0.7], coverage);
         let figures = figures(&rows);
         assert_eq!(
             figures,
             [(0.5, 0.25, 0.0), (0.25, 0.5, 1.0), (0.25, 0.75, 1.0)]
         );
-        // Where the dense gate reads the language, a close hit passes at any
+        // A rule that also admits a close hit lets it through at any
         // coverage bar.
-        let dense = gate_sweep(&answerable, &negatives, &[0.7], Some(0.8));
+        let dense = gate_sweep(&answerable, &negatives, &[0.7], |o, bar| {
+            coverage(o, bar) || o.best_dense.is_some_and(|d| d >= 0.8)
+        });
         assert_eq!(dense[0].negative_rejection, 0.5);
         assert_eq!(dense[0].accuracy, 0.25);
     }

@@ -86,12 +86,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         answerer: sovra_answer::Answerer::new(
             retriever.clone(),
             generation,
-            sovra_answer::Gate {
-                min_question_coverage: settings.answer.min_question_coverage,
-                min_dense_score: settings.min_dense_score(),
-                dense_languages: settings.dense_gate_languages(),
-                min_context_coverage: settings.answer.min_context_coverage,
-            },
+            crate::answers::gate(&settings),
             settings.generator.context_tokens,
             settings.answer.max_source_tokens,
             sovra_answer::Checks {

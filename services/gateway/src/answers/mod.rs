@@ -14,10 +14,23 @@ use actix_web::http::header::{self, HeaderValue};
 use serde_json::json;
 use sovra_answer::{AnswerError, AnswerStream, Prepared};
 use sovra_auth::Principal;
+use sovra_config::Settings;
 
 use crate::extract::AuditCtx;
 use crate::problem::{ErrorCode, Problem};
 use crate::state::AppState;
+
+/// The relevance gate as configured (`answer.*`, the dense bar and
+/// languages by embedding model): what the answer routes apply, and what
+/// `sovra eval --answers` replays a run with.
+pub fn gate(settings: &Settings) -> sovra_answer::Gate {
+    sovra_answer::Gate {
+        min_question_coverage: settings.answer.min_question_coverage,
+        min_dense_score: settings.min_dense_score(),
+        dense_languages: settings.dense_gate_languages(),
+        min_context_coverage: settings.answer.min_context_coverage,
+    }
+}
 
 /// Notes what was retrieved and put into the prompt, checks the caller's
 /// token quota when the model will run, and admits the generation (429 with

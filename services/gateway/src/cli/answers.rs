@@ -189,6 +189,7 @@ fn outcome(case: &Case, a: &Asked) -> Outcome {
         best_dense: a.best_dense,
         best_lexical: a.best_lexical,
         best_coverage: a.best_coverage,
+        language: detect(&case.question).code().to_owned(),
         not_confirmed: a.confirmed == Some(false),
         check_margin: a.check_margin,
         reference_in_reach: false,
@@ -417,7 +418,7 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
     distribution("question coverage, answerable", &coverage(&answerable));
     distribution("question coverage, unanswerable", &coverage(&negatives));
     let sweep = check_margins(&answerable, &negatives);
-    let gates = gate_bars(settings, &set.language, &answerable, &negatives);
+    let gates = gate_bars(settings, &answerable, &negatives);
     if let Some(f) = &opts.json {
         let doc = json!({
             "set": set.name, "language": set.language, "summary": s,
@@ -434,26 +435,24 @@ pub async fn eval(settings: &Settings, args: &EvalArgs, path: &Path) -> anyhow::
 const GATE_BARS: [f32; 9] = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7];
 
 /// Prints the run replayed with the relevance gate at the coverage bars at
-/// or above its own (`gate_sweep`; none when the run's gate is below the
+/// or above its own (`gate_sweep` with the gateway's own rule, each
+/// question in its detected language; none when the run's gate is below the
 /// context floor, where a higher bar would change the sources); returns the
 /// replay.
-fn gate_bars(
-    settings: &Settings,
-    language: &str,
-    answerable: &[Outcome],
-    negatives: &[Outcome],
-) -> Vec<ReplayRow> {
+fn gate_bars(settings: &Settings, answerable: &[Outcome], negatives: &[Outcome]) -> Vec<ReplayRow> {
     let own = settings.answer.min_question_coverage;
     if own < settings.answer.min_context_coverage {
         return Vec::new();
     }
     let bars: Vec<f32> = GATE_BARS.into_iter().filter(|&b| b >= own).collect();
-    let dense_bar = settings
-        .dense_gate_languages()
-        .iter()
-        .any(|l| l == language)
-        .then(|| settings.min_dense_score());
-    let rows = gate_sweep(answerable, negatives, &bars, dense_bar);
+    let gate = crate::answers::gate(settings);
+    let rows = gate_sweep(answerable, negatives, &bars, |o, bar| {
+        let at_bar = sovra_answer::Gate {
+            min_question_coverage: bar,
+            ..gate.clone()
+        };
+        at_bar.admits(o.best_coverage, o.best_dense, &o.language)
+    });
     print_replay("answer.min_question_coverage", &rows);
     rows
 }
