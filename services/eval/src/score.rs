@@ -215,6 +215,9 @@ pub struct ReplayRow {
     pub accuracy: f64,
     pub refused_answerable: f64,
     pub negative_rejection: f64,
+    /// Over the held-out questions whose reference no passage in reach
+    /// holds ([`Summary::negative_rejection_out_of_reach`]).
+    pub negative_rejection_out_of_reach: f64,
 }
 
 /// The run's figures at each bar, a question counting as refused where
@@ -242,6 +245,13 @@ fn replay(
             negative_rejection: ratio(
                 negatives.iter().filter(|o| refused_at(o, bar)).count(),
                 negatives.len(),
+            ),
+            negative_rejection_out_of_reach: ratio(
+                negatives
+                    .iter()
+                    .filter(|o| !o.reference_in_reach && refused_at(o, bar))
+                    .count(),
+                negatives.iter().filter(|o| !o.reference_in_reach).count(),
             ),
         })
         .collect()
@@ -379,20 +389,34 @@ mod tests {
                 ..Outcome::default()
             },
         ];
-        let negatives = [answered(0.45, 0.9, false), answered(0.3, 0.5, false)];
+        let negatives = [
+            answered(0.45, 0.9, false),
+            answered(0.3, 0.5, false),
+            // Held out, and another passage in reach holds its reference.
+            Outcome {
+                reference_in_reach: true,
+                ..answered(0.6, 0.5, true)
+            },
+        ];
         let coverage = |o: &Outcome, bar: f32| o.best_coverage.is_some_and(|c| c >= bar);
         let rows = gate_sweep(&answerable, &negatives, &[0.3, 0.5, 0.7], coverage);
         let figures = figures(&rows);
         assert_eq!(
             figures,
-            [(0.5, 0.25, 0.0), (0.25, 0.5, 1.0), (0.25, 0.75, 1.0)]
+            [(0.5, 0.25, 0.0), (0.25, 0.5, 2.0 / 3.0), (0.25, 0.75, 1.0)]
         );
+        let out_of_reach: Vec<f64> = rows
+            .iter()
+            .map(|r| r.negative_rejection_out_of_reach)
+            .collect();
+        assert_eq!(out_of_reach, [0.0, 1.0, 1.0]);
         // A rule that also admits a close hit lets it through at any
         // coverage bar.
         let dense = gate_sweep(&answerable, &negatives, &[0.7], |o, bar| {
             coverage(o, bar) || o.best_dense.is_some_and(|d| d >= 0.8)
         });
-        assert_eq!(dense[0].negative_rejection, 0.5);
+        assert_eq!(dense[0].negative_rejection, 2.0 / 3.0);
+        assert_eq!(dense[0].negative_rejection_out_of_reach, 0.5);
         assert_eq!(dense[0].accuracy, 0.25);
     }
 

@@ -459,11 +459,15 @@ fn gate_bars(settings: &Settings, answerable: &[Outcome], negatives: &[Outcome])
 
 /// Prints a replay ([`ReplayRow`]) under the setting it varies.
 fn print_replay(setting: &str, rows: &[ReplayRow]) {
-    println!("{setting:<30}  accuracy  refused (answerable)  negative rejection");
+    println!("{setting:<30}  accuracy  refused (answerable)  negative rejection  (not in reach)");
     for r in rows {
         println!(
-            "  {:>6.2}                        {:>6.2}    {:>6.2}                {:>6.2}",
-            r.bar, r.accuracy, r.refused_answerable, r.negative_rejection
+            "  {:>6.2}                        {:>6.2}    {:>6.2}                {:>6.2}              {:>6.2}",
+            r.bar,
+            r.accuracy,
+            r.refused_answerable,
+            r.negative_rejection,
+            r.negative_rejection_out_of_reach
         );
     }
 }
